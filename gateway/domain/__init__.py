@@ -1,0 +1,1 @@
+"""Pydantic models of the store's loyalty world; no I/O."""

@@ -1,0 +1,1 @@
+"""Pure loyalty rules: points, coupons; no I/O."""

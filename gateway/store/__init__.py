@@ -1,0 +1,1 @@
+"""SQLite storage: schema, migrations, cache, ledger, outbox and the single writer."""

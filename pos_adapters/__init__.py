@@ -1,0 +1,1 @@
+"""Transports that turn register wire messages into service calls and back."""

@@ -1,0 +1,1 @@
+"""The MICROS SIM/PMS-style protocol: codec, messages, TCP server."""
