@@ -1,0 +1,406 @@
+"""The Gateway facade: the one thing adapters call — identify, check_coupon, void_coupon,
+consent, post_check, ping. It turns register requests into store work and rule decisions."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from ulid import ULID
+
+from gateway import __version__
+from gateway.domain.models import (
+    Balance,
+    ConsentOk,
+    ConsentRequest,
+    Coupon,
+    CouponOk,
+    CouponRequest,
+    CouponVoidOk,
+    CouponVoidRequest,
+    IdentOk,
+    IdentRequest,
+    Item,
+    LedgerEntry,
+    Member,
+    OutboxEvent,
+    Pong,
+    PostOk,
+    PostRequest,
+    Refusal,
+    Settlement,
+)
+from gateway.domain.money import format_amount
+from gateway.domain.reasons import CASHIER_TEXT, Reason
+from gateway.rules.coupons import CouponUsage, coupon_refusal
+from gateway.rules.points import DEFAULT_RULES, EarnRules, points_for_total, tickets_and_wallet
+from gateway.store.store import CheckKey, MemberView, ReservedCoupon, Store, utc_stamp
+from gateway.store.writer import StorageFull, WriterClosed
+
+log = structlog.get_logger("gateway.service")
+
+RECEIPT_WIDTH = 32
+RECEIPT_LINES = 8
+LOTTERY = "lottery"
+
+CentralState = Literal["STANDALONE", "ONLINE", "OFFLINE"]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    store_id: str
+    currency_decimals: int = 2
+    timezone: dt.tzinfo = dt.UTC
+    reservation_ttl: dt.timedelta = dt.timedelta(hours=2)
+    rules: EarnRules = DEFAULT_RULES
+
+
+@dataclass
+class ServiceStats:
+    """Requests by (command, outcome); outcome is `ok` or a reason code."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unknown_coupon_refs: int = 0
+
+
+def receipt_line(label: str, value: str) -> str:
+    """`label .... value` in exactly 32 columns (the label is cut first)."""
+    room = RECEIPT_WIDTH - len(value) - 1
+    return f"{label[:room]:<{room}} {value}"[:RECEIPT_WIDTH]
+
+
+def qty_text(qty_milli: int) -> str:
+    text = format_amount(qty_milli, 3).rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class Gateway:
+    """Answers registers from the local store. Every method returns an answer; none raises for
+    bad luck (unknown card, full disk): those become `Refusal`s with a stable reason."""
+
+    def __init__(
+        self,
+        store: Store,
+        options: ServiceOptions,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        central_state: Callable[[], CentralState] | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self._clock = clock
+        self._central_state = central_state
+        self.stats = ServiceStats()
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _event(self, kind: str, payload: dict[str, Any], now: dt.datetime) -> OutboxEvent:
+        return OutboxEvent(
+            event_id=str(ULID()),
+            type=kind,
+            occurred_at=utc_stamp(now),
+            payload={"store_id": self.options.store_id, **payload},
+        )
+
+    def _count(self, command: str, outcome: str) -> None:
+        self.stats.requests[(command, outcome)] += 1
+
+    def _refuse(self, command: str, reason: Reason, message: str | None = None) -> Refusal:
+        self._count(command, reason.value)
+        return Refusal(reason, message or CASHIER_TEXT.get(reason, reason.value))
+
+    def _money(self, minor: int) -> str:
+        return format_amount(minor, self.options.currency_decimals)
+
+    def latest_business_date(self) -> dt.date:
+        """Tomorrow in the store's time zone: no register may post a later business date."""
+        return self._clock().astimezone(self.options.timezone).date() + dt.timedelta(days=1)
+
+    @staticmethod
+    def lottery_mode(view: MemberView) -> bool:
+        member = view.member
+        return (
+            member.earn_mode == LOTTERY
+            and member.lottery_consent
+            and member.lottery_eligible
+            and not view.lottery_paused
+        )
+
+    # ---- the commands --------------------------------------------------------------------------
+
+    async def ping(self) -> Pong:
+        self._count("PING", "ok")
+        state: CentralState = self._central_state() if self._central_state else "STANDALONE"
+        return Pong(state=state, version=__version__)
+
+    async def identify(self, request: IdentRequest) -> IdentOk | Refusal:
+        view = await self.store.member_by_identifier(request.token)
+        if view is None:
+            return self._refuse("IDENT", Reason.UNKNOWN_MEMBER)
+        member = view.member
+        lottery = self.lottery_mode(view)
+        now = self._clock()
+        event = self._event(
+            "member.identified",
+            {
+                "member_id": member.member_id,
+                "wsid": request.wsid,
+                "rvc": request.rvc,
+                "check": request.check,
+            },
+            now,
+        )
+        # The register must not wait for this event's fsync; it is committed with the next
+        # batch, and survives a crash of the process once queued to the WAL.
+        with contextlib.suppress(WriterClosed):
+            self.store.append_events_nowait([event])
+        self._count("IDENT", "ok")
+        return IdentOk(
+            member_id=member.member_id,
+            display_name=member.display_name,
+            tier=member.tier,
+            points_balance=view.balance.points,
+            earn_mode="LOTTERY" if lottery else "POINTS",
+            message=f"Welcome {member.display_name}".strip(),
+        )
+
+    async def check_coupon(self, request: CouponRequest) -> CouponOk | Refusal:
+        now = self._clock()
+        decimals = self.options.currency_decimals
+
+        def decide(coupon: Coupon, usage: CouponUsage) -> tuple[Reason, str] | None:
+            return coupon_refusal(
+                coupon,
+                member_id=request.member_id,
+                subtotal=request.subtotal,
+                decimals=decimals,
+                now=now,
+                usage=usage,
+            )
+
+        try:
+            result = await self.store.reserve_coupon(
+                code=request.code,
+                wsid=request.wsid,
+                check=request.check,
+                member_id=request.member_id,
+                now=now,
+                ttl=self.options.reservation_ttl,
+                decide=decide,
+            )
+        except StorageFull:
+            return self._refuse("COUPON", Reason.STORAGE_FULL)
+        if isinstance(result, Refusal):
+            return self._refuse("COUPON", result.reason, result.message)
+        coupon, ref = result
+        self._count("COUPON", "ok")
+        if coupon.kind == "amount":
+            value, label = coupon.value or "", f"{coupon.value} off"
+        elif coupon.kind == "percent":
+            value, label = coupon.value or "", f"{coupon.value}% off"
+        else:
+            value, label = "", "Free item"
+        return CouponOk(
+            coupon_ref=ref,
+            kind="AMOUNT" if coupon.kind == "amount" else coupon.kind.upper(),  # type: ignore[arg-type]
+            pos_discount_object=coupon.pos_discount_object,
+            value=value,
+            item_object=coupon.item_object,
+            message=f"Coupon OK: {label}",
+        )
+
+    async def void_coupon(self, request: CouponVoidRequest) -> CouponVoidOk | Refusal:
+        now = self._clock()
+
+        def released(ref: str, code: str) -> OutboxEvent:
+            payload = {"code": code, "coupon_ref": ref, "reason": "void", "wsid": request.wsid}
+            return self._event("coupon.released", {**payload, "check": request.check}, now)
+
+        try:
+            refusal = await self.store.release_coupon(request.coupon_ref, now, released)
+        except StorageFull:
+            return self._refuse("COUPON_VOID", Reason.STORAGE_FULL)
+        if refusal is not None:
+            return self._refuse("COUPON_VOID", refusal.reason, refusal.message)
+        self._count("COUPON_VOID", "ok")
+        return CouponVoidOk(request.coupon_ref)
+
+    async def release_expired_reservations(self) -> int:
+        """Free the coupons of checks that never posted (run on a timer by the daemon)."""
+        now = self._clock()
+
+        def expired(ref: str, code: str) -> OutboxEvent:
+            return self._event(
+                "coupon.released", {"code": code, "coupon_ref": ref, "reason": "expired"}, now
+            )
+
+        return await self.store.release_expired(now, expired)
+
+    async def consent(self, request: ConsentRequest) -> ConsentOk | Refusal:
+        view = await self.store.member(request.member_id)
+        if view is None:
+            return self._refuse("CONSENT", Reason.UNKNOWN_MEMBER)
+        if view.lottery_paused:
+            return self._refuse("CONSENT", Reason.PROGRAM_PAUSED, "Lottery paused")
+        if request.join and not view.member.lottery_eligible:
+            return self._refuse("CONSENT", Reason.NOT_ELIGIBLE, "Not eligible for the lottery")
+        earn_mode = LOTTERY if request.join else "points"
+        now = self._clock()
+        event = self._event(
+            "consent.changed",
+            {
+                "member_id": request.member_id,
+                "program": LOTTERY,
+                "consent": request.join,
+                "earn_mode": earn_mode,
+                "wsid": request.wsid,
+            },
+            now,
+        )
+        try:
+            await self.store.set_earn_mode(
+                request.member_id, earn_mode=earn_mode, consent=request.join, event=event
+            )
+        except StorageFull:
+            return self._refuse("CONSENT", Reason.STORAGE_FULL)
+        self._count("CONSENT", "ok")
+        return ConsentOk(request.member_id, earn_mode)  # type: ignore[arg-type]
+
+    async def post_check(self, request: PostRequest) -> PostOk | Refusal:
+        now = self._clock()
+        key = CheckKey(request.business_date, request.wsid, request.check)
+        try:
+            reply, first_time = await self.store.settle_check(
+                key,
+                member_id=request.member_id,
+                total=request.total,
+                coupon_refs=request.coupon_refs,
+                now=now,
+                settle=lambda view, coupons: self._settle(request, view, coupons, now),
+            )
+        except StorageFull:
+            return self._refuse("POST", Reason.STORAGE_FULL)
+        self._count("POST", "ok" if first_time else "replayed")
+        return reply
+
+    # ---- settling a check (runs inside the writer's transaction; pure but for the ULIDs) -------
+
+    def _settle(
+        self,
+        request: PostRequest,
+        view: MemberView | None,
+        coupons: list[ReservedCoupon],
+        now: dt.datetime,
+    ) -> Settlement:
+        rules = self.options.rules
+        decimals = self.options.currency_decimals
+        earned = points_for_total(request.total, decimals, rules) if request.member_id else 0
+        tickets = 0
+        ledger: LedgerEntry | None = None
+        member: Member | None = view.member if view else None
+        balance = view.balance if view else Balance(0, 0)
+        if request.member_id is not None:
+            if view is not None and self.lottery_mode(view):
+                tickets, wallet_after = tickets_and_wallet(
+                    balance.wallet, earned, rules.ticket_price
+                )
+                ledger = LedgerEntry(request.member_id, 0, wallet_after - balance.wallet, tickets)
+                balance = Balance(balance.points, wallet_after)
+            else:
+                ledger = LedgerEntry(request.member_id, earned, 0, 0)
+                balance = Balance(balance.points + earned, balance.wallet)
+        reply = PostOk(
+            points_earned=earned,
+            points_balance=balance.points,
+            tickets_earned=tickets,
+            wallet_points=balance.wallet,
+            receipt_lines=self._receipt(
+                member,
+                earned,
+                tickets,
+                balance,
+                lottery=tickets != 0 or (view is not None and self.lottery_mode(view)),
+            ),
+        )
+        unknown = [c.ref for c in coupons if c.code is None]
+        if unknown:
+            self.stats.unknown_coupon_refs += len(unknown)
+            log.warning("post_unknown_coupon_refs", refs=unknown, check=request.check)
+        events = [self._check_posted(request, coupons, earned, tickets, now)]
+        events += [
+            self._event(
+                "coupon.redeemed",
+                {
+                    "code": c.code,
+                    "coupon_ref": c.ref,
+                    "business_date": request.business_date.isoformat(),
+                    "wsid": request.wsid,
+                    "check": request.check,
+                    "member_id": request.member_id,
+                },
+                now,
+            )
+            for c in coupons
+            if c.code is not None and c.status != "redeemed"
+        ]
+        return Settlement(reply=reply, ledger=ledger, events=events)
+
+    def _check_posted(
+        self,
+        request: PostRequest,
+        coupons: list[ReservedCoupon],
+        earned: int,
+        tickets: int,
+        now: dt.datetime,
+    ) -> OutboxEvent:
+        return self._event(
+            "check.posted",
+            {
+                "business_date": request.business_date.isoformat(),
+                "wsid": request.wsid,
+                "rvc": request.rvc,
+                "check": request.check,
+                "member_id": request.member_id,
+                "subtotal": self._money(request.subtotal),
+                "total": self._money(request.total),
+                "items": [self._item(i) for i in request.items],
+                "coupons": [c.code for c in coupons if c.code is not None],
+                "unknown_coupon_refs": [c.ref for c in coupons if c.code is None],
+                "points_earned": earned,
+                "tickets_earned": tickets,
+                "rules_version": self.options.rules.version,
+            },
+            now,
+        )
+
+    def _item(self, item: Item) -> dict[str, Any]:
+        return {
+            "qty": qty_text(item.qty_milli),
+            "object": item.object,
+            "total": self._money(item.total),
+        }
+
+    def _receipt(
+        self, member: Member | None, earned: int, tickets: int, balance: Balance, *, lottery: bool
+    ) -> tuple[str, ...]:
+        if member is None and earned == 0:
+            return ()
+        lines = []
+        if member is not None and member.display_name:
+            lines.append(receipt_line("Member", member.display_name))
+        if lottery:
+            lines.append(receipt_line("Lottery tickets", str(tickets)))
+            lines.append(receipt_line("Wallet points", str(balance.wallet)))
+        else:
+            lines.append(receipt_line("Points this visit", str(earned)))
+        lines.append(receipt_line("Points balance", str(balance.points)))
+        return tuple(lines[:RECEIPT_LINES])

@@ -1,0 +1,139 @@
+"""Versioned schema migrations; `PRAGMA user_version` records how far a database has come."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Append only: a released migration is never edited, a change is a new entry.
+MIGRATIONS: list[str] = [
+    # 1: the foundation
+    """
+    CREATE TABLE members (
+        member_id       TEXT PRIMARY KEY,
+        display_name    TEXT NOT NULL DEFAULT '',
+        tier            TEXT NOT NULL DEFAULT '',
+        birthday        TEXT,
+        flags           TEXT NOT NULL DEFAULT '[]',
+        earn_mode       TEXT NOT NULL DEFAULT 'points',
+        lottery_consent INTEGER NOT NULL DEFAULT 0,
+        points_balance  INTEGER NOT NULL DEFAULT 0,
+        wallet_points   INTEGER NOT NULL DEFAULT 0,
+        balance_as_of   TEXT,
+        record          TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE member_identifiers (
+        identifier TEXT PRIMARY KEY,
+        member_id  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX member_identifiers_member ON member_identifiers(member_id);
+
+    CREATE TABLE coupons (
+        code       TEXT PRIMARY KEY,
+        record     TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE coupon_reservations (
+        ref         TEXT PRIMARY KEY,
+        code        TEXT NOT NULL,
+        wsid        INTEGER NOT NULL,
+        check_no    INTEGER NOT NULL,
+        member_id   TEXT,
+        status      TEXT NOT NULL CHECK (status IN ('reserved', 'redeemed', 'released')),
+        reserved_at TEXT NOT NULL,
+        expires_at  TEXT NOT NULL,
+        finished_at TEXT,
+        posted_key  TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX coupon_reservations_code ON coupon_reservations(code, status);
+    CREATE INDEX coupon_reservations_live ON coupon_reservations(status, expires_at);
+
+    CREATE TABLE posted_checks (
+        business_date TEXT NOT NULL,
+        wsid          INTEGER NOT NULL,
+        check_no      INTEGER NOT NULL,
+        member_id     TEXT,
+        total         INTEGER NOT NULL,
+        reply         TEXT NOT NULL,
+        posted_at     TEXT NOT NULL,
+        PRIMARY KEY (business_date, wsid, check_no)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE ledger (
+        entry_id      INTEGER PRIMARY KEY,
+        member_id     TEXT NOT NULL,
+        event_id      TEXT NOT NULL,
+        business_date TEXT NOT NULL,
+        points        INTEGER NOT NULL,
+        wallet        INTEGER NOT NULL,
+        tickets       INTEGER NOT NULL,
+        created_at    TEXT NOT NULL,
+        applied_at    TEXT
+    );
+    CREATE INDEX ledger_member ON ledger(member_id);
+
+    CREATE TABLE outbox (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id    TEXT NOT NULL UNIQUE,
+        type        TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        batch_id    TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE dead_letters (
+        event_id    TEXT PRIMARY KEY,
+        type        TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        failed_at   TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE sync_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE program_switches (
+        program    TEXT PRIMARY KEY,
+        paused     INTEGER NOT NULL,
+        changed_at TEXT NOT NULL,
+        changed_by TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer gateway; refusing to run on it protects its data."""
+
+
+def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the schema up to date, each step in its own transaction. Returns (from, to)."""
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {current} is newer than this gateway's {SCHEMA_VERSION}"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return current, SCHEMA_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit on its own; splitting keeps a step in one transaction.
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,108 @@
+"""One frame in, one reply frame out: retransmission replay, per-workstation order, dispatch.
+
+Shared by the TCP and serial adapters. The replay cache is per source id, in memory, and outlives
+connections: a register that reconnects and retransmits gets its cached reply, and nothing runs
+twice (POST's durable idempotency covers restarts of the gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+import structlog
+
+from gateway.domain.reasons import Reason
+from gateway.service import Gateway
+from pos_adapters.sim.codec import Frame, FrameError, clean_field, encode_frame
+from pos_adapters.sim.messages import (
+    BadRequest,
+    ParseContext,
+    error_fields,
+    execute,
+    parse_fields,
+    reply_fields,
+)
+
+log = structlog.get_logger("pos_adapters.sim")
+
+MAX_SOURCES = 10_000  # bounded memory whatever source ids a misbehaving peer invents
+
+
+@dataclass
+class _Source:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_seq: int | None = None
+    last_reply: bytes | None = None
+
+
+@dataclass
+class SessionStats:
+    frames: int = 0
+    replayed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # reason -> count of ERROR replies
+    internal_errors: int = 0
+
+
+class SimResponder:
+    """Turns decoded frames into encoded replies for any SIM transport."""
+
+    def __init__(self, service: Gateway, *, encoding: str = "cp1252") -> None:
+        self.service = service
+        self.encoding = encoding
+        self.context = ParseContext(
+            decimals=service.options.currency_decimals,
+            latest_business_date=service.latest_business_date,
+        )
+        self._sources: OrderedDict[bytes, _Source] = OrderedDict()
+        self.stats = SessionStats()
+
+    def _source(self, source_id: bytes) -> _Source:
+        source = self._sources.get(source_id)
+        if source is None:
+            source = self._sources[source_id] = _Source()
+            if len(self._sources) > MAX_SOURCES:
+                oldest, old = next(iter(self._sources.items()))
+                if not old.lock.locked():
+                    del self._sources[oldest]
+        else:
+            self._sources.move_to_end(source_id)
+        return source
+
+    def _encode(self, frame_sid: bytes, seq: int, fields: list[str]) -> bytes:
+        cleaned = [clean_field(f, self.encoding) for f in fields]
+        return encode_frame(frame_sid, seq, cleaned, encoding=self.encoding)
+
+    def error_reply(self, error: FrameError) -> bytes | None:
+        """The `ERROR` reply for a frame the codec refused, when it can be addressed."""
+        self.stats.errors[error.reason] += 1
+        if error.source_id is None or error.seq is None:
+            return None
+        return self._encode(error.source_id, error.seq, error_fields(error.reason, error.message))
+
+    async def reply(self, frame: Frame) -> bytes:
+        """Answer one frame. Requests of one source id run one at a time, in arrival order."""
+        self.stats.frames += 1
+        source = self._source(frame.source_id)
+        async with source.lock:
+            if frame.retransmit and source.last_seq == frame.seq and source.last_reply:
+                self.stats.replayed += 1
+                return source.last_reply
+            reply = self._encode(frame.source_id, frame.seq, await self._answer(frame))
+            source.last_seq, source.last_reply = frame.seq, reply
+            return reply
+
+    async def _answer(self, frame: Frame) -> list[str]:
+        try:
+            command, request = parse_fields(frame.fields, self.context)
+        except BadRequest as bad:
+            self.stats.errors[bad.reason.value] += 1
+            return error_fields(bad.reason, bad.message)
+        try:
+            answer = await execute(self.service, command, request)
+        except Exception:  # a bug must cost one reply, never the connection or the daemon
+            self.stats.internal_errors += 1
+            log.exception("request_failed", command=command)
+            return error_fields(Reason.UNAVAILABLE, "Loyalty unavailable - go on")
+        return reply_fields(command, answer)
