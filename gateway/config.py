@@ -626,7 +626,7 @@ def _problems(exc: ValidationError) -> Iterator[str]:
             line += f" (got {_show(_masked(key, value))})"
         env_var = _env_name(loc)
         if kind != "missing" and env_var is not None and _env_is_set(env_var):
-            line += f" [{env_var} is set]"
+            line += f" (from {env_var})"
         yield line
 
 

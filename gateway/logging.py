@@ -150,6 +150,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level.lower()])
+    logging.captureWarnings(True)  # Python warnings become log lines of the same shape
 
     structlog.configure(
         processors=[

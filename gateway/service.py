@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
-from ulid import ULID
 
 from gateway import __version__
+from gateway.domain.ids import new_ulid
 from gateway.domain.models import (
     Balance,
     ConsentOk,
@@ -105,7 +105,7 @@ class Gateway:
 
     def _event(self, kind: str, payload: dict[str, Any], now: dt.datetime) -> OutboxEvent:
         return OutboxEvent(
-            event_id=str(ULID()),
+            event_id=new_ulid(),
             type=kind,
             occurred_at=utc_stamp(now),
             payload={"store_id": self.options.store_id, **payload},

@@ -74,6 +74,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX ledger_member ON ledger(member_id);
 
+    -- Per member, the sum of the ledger entries central's balance does not include yet, kept
+    -- up to date on every write so a lookup never sums a long ledger.
+    CREATE TABLE member_pending (
+        member_id TEXT PRIMARY KEY,
+        points    INTEGER NOT NULL,
+        wallet    INTEGER NOT NULL,
+        tickets   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
     CREATE TABLE outbox (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id    TEXT NOT NULL UNIQUE,

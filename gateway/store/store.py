@@ -42,7 +42,8 @@ class StoreCorrupt(Exception):
 
 def utc_stamp(moment: dt.datetime) -> str:
     """RFC 3339 UTC with microseconds and `Z`: one shape everywhere, so text order is time order."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: a tenth of the cost, and this runs several times per check.
+    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +88,31 @@ CouponDecision = Callable[[Coupon, CouponUsage], tuple[Reason, str] | None]
 Settle = Callable[["MemberView | None", list[ReservedCoupon]], Settlement]
 
 _MEMBER_VIEW_SQL = """
-SELECT m.record,
-       m.points_balance + (SELECT COALESCE(SUM(l.points), 0) FROM ledger l
-            WHERE l.member_id = m.member_id AND (l.applied_at IS NULL OR m.balance_as_of IS NULL
-                                                 OR l.applied_at > m.balance_as_of)),
-       m.wallet_points + (SELECT COALESCE(SUM(l.wallet), 0) FROM ledger l
-            WHERE l.member_id = m.member_id AND (l.applied_at IS NULL OR m.balance_as_of IS NULL
-                                                 OR l.applied_at > m.balance_as_of)),
+SELECT m.member_id, m.display_name, m.tier, m.birthday, m.flags, m.earn_mode, m.lottery_consent,
+       m.points_balance, m.wallet_points, m.balance_as_of,
+       m.points_balance + COALESCE(p.points, 0), m.wallet_points + COALESCE(p.wallet, 0),
        COALESCE((SELECT paused FROM program_switches WHERE program = 'lottery'), 0)
-FROM members m
+FROM members m LEFT JOIN member_pending p ON p.member_id = m.member_id
 """
+
+# Recomputes one member's pending sums from the ledger (after central's balance changed).
+_RECOMPUTE_PENDING = [
+    "DELETE FROM member_pending WHERE member_id = ?1",
+    """INSERT INTO member_pending
+       SELECT l.member_id, SUM(l.points), SUM(l.wallet), SUM(l.tickets)
+       FROM ledger l JOIN members m ON m.member_id = l.member_id
+       WHERE l.member_id = ?1 AND (l.applied_at IS NULL OR m.balance_as_of IS NULL
+                                   OR l.applied_at > m.balance_as_of)
+       GROUP BY l.member_id""",
+]
+
+
+def _lookup_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # Short: a lookup that ever had to wait would hold up the event loop.
+    conn.execute("PRAGMA busy_timeout = 250")
+    conn.execute("PRAGMA query_only = 1")
+    return conn
 
 
 def _check_and_migrate(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -107,21 +123,80 @@ def _check_and_migrate(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def _member_view(row: Sequence[Any]) -> MemberView:
-    return MemberView(
-        member=Member.model_validate_json(row[0]),
-        balance=Balance(points=int(row[1]), wallet=int(row[2])),
-        lottery_paused=bool(row[3]),
+    # Built from columns without validation: they were validated when the record was stored,
+    # and parsing the whole record would cost more than the rest of an IDENT (measured).
+    member = Member.model_construct(
+        member_id=row[0],
+        identifiers=[],  # not needed at the till; a default_factory here costs ~300 µs
+        display_name=row[1],
+        tier=row[2],
+        birthday=row[3],
+        flags=json.loads(row[4]),
+        earn_mode=row[5],
+        lottery_consent=bool(row[6]),
+        points_balance=row[7],
+        wallet_points=row[8],
+        balance_as_of=dt.datetime.fromisoformat(row[9]) if row[9] else None,
     )
+    return MemberView(
+        member=member,
+        balance=Balance(points=int(row[10]), wallet=int(row[11])),
+        lottery_paused=bool(row[12]),
+    )
+
+
+_INSERT_EVENT = "INSERT INTO outbox (event_id, type, occurred_at, payload) VALUES (?, ?, ?, ?)"
+
+
+def _event_rows(events: Iterable[OutboxEvent]) -> list[tuple[str, str, str, str]]:
+    return [
+        (e.event_id, e.type, e.occurred_at, json.dumps(e.payload, separators=(",", ":")))
+        for e in events
+    ]
 
 
 def _insert_events(conn: sqlite3.Connection, events: Iterable[OutboxEvent]) -> None:
-    conn.executemany(
-        "INSERT INTO outbox (event_id, type, occurred_at, payload) VALUES (?, ?, ?, ?)",
-        [
-            (e.event_id, e.type, e.occurred_at, json.dumps(e.payload, separators=(",", ":")))
-            for e in events
-        ],
-    )
+    conn.executemany(_INSERT_EVENT, _event_rows(events))
+
+
+# What a posted check's points depend on: the member's row with its balance, and its coupons'
+# reservations. Raw rows, so that the writer can compare them cheaply with what the loop saw.
+CheckContext = tuple[tuple[Any, ...] | None, tuple[tuple[str, Any, Any], ...]]
+
+
+def _check_context(
+    conn: sqlite3.Connection, member_id: str | None, coupon_refs: Sequence[str]
+) -> CheckContext:
+    member_row = None
+    if member_id is not None:
+        found = conn.execute(_MEMBER_VIEW_SQL + " WHERE m.member_id = ?", (member_id,)).fetchone()
+        member_row = tuple(found) if found is not None else None
+    coupons = []
+    for ref in coupon_refs:
+        row = conn.execute(
+            "SELECT code, status FROM coupon_reservations WHERE ref = ?", (ref,)
+        ).fetchone()
+        coupons.append((ref, row[0], row[1]) if row else (ref, None, None))
+    return member_row, tuple(coupons)
+
+
+def _context_views(context: CheckContext) -> tuple[MemberView | None, list[ReservedCoupon]]:
+    member_row, coupons = context
+    view = _member_view(member_row) if member_row is not None else None
+    return view, [ReservedCoupon(ref, code, status) for ref, code, status in coupons]
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckRows:
+    """A settlement with its rows serialised, ready for the writer."""
+
+    settlement: Settlement
+    reply_json: str
+    events: list[tuple[str, str, str, str]]
+
+    @classmethod
+    def build(cls, settlement: Settlement) -> _CheckRows:
+        return cls(settlement, _post_ok_to_json(settlement.reply), _event_rows(settlement.events))
 
 
 def _post_ok_to_json(reply: PostOk) -> str:
@@ -144,10 +219,17 @@ def _post_ok_from_json(text: str) -> PostOk:
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
-    def __init__(self, path: Path, writer: Writer, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: Writer,
+        reader: aiosqlite.Connection,
+        lookup: sqlite3.Connection,
+    ) -> None:
         self.path = path
         self.writer = writer
         self._reader = reader
+        self._lookup = lookup
 
     @classmethod
     async def open(cls, path: Path, *, max_db_mb: int = 0) -> Store:
@@ -163,11 +245,12 @@ class Store:
             raise
         await reader.execute("PRAGMA busy_timeout = 10000")
         await reader.execute("PRAGMA query_only = 1")
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, _lookup_connection(path))
 
     async def close(self) -> None:
         await self.writer.close()
         await self._reader.close()
+        self._lookup.close()
 
     async def set_page_limit(self, max_db_mb: int) -> None:
         """Change the database size cap at run time (0 lifts it)."""
@@ -180,37 +263,37 @@ class Store:
 
     # ---- reads -------------------------------------------------------------------------------
 
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of an indexed point lookup, read on the event loop's own thread.
+
+        Such a read takes a few microseconds from SQLite's page cache, far less than a hop to a
+        thread and back (measured: see docs/performance.md); WAL means it never waits for the
+        writer. Scans and counts go through aiosqlite (`self._reader`) instead.
+        """
+        return self._lookup.execute(sql, params).fetchone()
+
     async def member_by_identifier(self, identifier: str) -> MemberView | None:
         sql = _MEMBER_VIEW_SQL + " JOIN member_identifiers i ON i.member_id = m.member_id"
-        async with self._reader.execute(sql + " WHERE i.identifier = ?", (identifier,)) as cur:
-            row = await cur.fetchone()
+        row = self._one(sql + " WHERE i.identifier = ?", (identifier,))
         return _member_view(row) if row else None
 
     async def member(self, member_id: str) -> MemberView | None:
-        async with self._reader.execute(
-            _MEMBER_VIEW_SQL + " WHERE m.member_id = ?", (member_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = self._one(_MEMBER_VIEW_SQL + " WHERE m.member_id = ?", (member_id,))
         return _member_view(row) if row else None
 
     async def coupon(self, code: str) -> Coupon | None:
-        async with self._reader.execute("SELECT record FROM coupons WHERE code = ?", (code,)) as c:
-            row = await c.fetchone()
+        row = self._one("SELECT record FROM coupons WHERE code = ?", (code,))
         return Coupon.model_validate_json(row[0]) if row else None
 
     async def program_paused(self, program: str) -> bool:
-        async with self._reader.execute(
-            "SELECT paused FROM program_switches WHERE program = ?", (program,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = self._one("SELECT paused FROM program_switches WHERE program = ?", (program,))
         return bool(row[0]) if row else False
 
     async def posted_reply(self, key: CheckKey) -> PostOk | None:
-        async with self._reader.execute(
+        row = self._one(
             "SELECT reply FROM posted_checks WHERE business_date = ? AND wsid = ? AND check_no = ?",
             (key.business_date.isoformat(), key.wsid, key.check),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return _post_ok_from_json(row[0]) if row else None
 
     async def ledger_total(self, member_id: str) -> tuple[int, int, int]:
@@ -277,6 +360,14 @@ class Store:
             )
             # An identifier that moved to another member follows it.
             conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", identifiers)
+            # A new balance from central may include entries that were pending here.
+            with_entries = conn.execute(
+                "SELECT member_id FROM member_pending WHERE member_id IN"
+                " (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            ).fetchall()
+            for statement in _RECOMPUTE_PENDING:
+                conn.executemany(statement, with_entries)
 
         await self.writer.submit(job)
 
@@ -285,6 +376,7 @@ class Store:
             params = [(i,) for i in member_ids]
             conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", params)
             conn.executemany("DELETE FROM members WHERE member_id = ?", params)
+            conn.executemany("DELETE FROM member_pending WHERE member_id = ?", params)
 
         await self.writer.submit(job)
 
@@ -421,56 +513,44 @@ class Store:
     ) -> tuple[PostOk, bool]:
         """Record a posted check durably, once. Returns (reply, first_time).
 
-        Inside one transaction: a check already posted returns its stored reply; otherwise the
-        member's balance is read, `settle` decides the points, and the check, its ledger entry,
-        its events and its coupon redemptions are written together.
+        `settle` decides the points from the member's balance and the check's coupons as read
+        now, on the event loop; the write transaction then records the check only if it is new,
+        and decides again (on the writer's thread) in the rare case that the balance or the
+        coupons changed in between, so the receipt's balance is always exact.
         """
         date_s, now_s = key.business_date.isoformat(), utc_stamp(now)
+        seen = _check_context(self._lookup, member_id, coupon_refs)
+        first = _CheckRows.build(settle(*_context_views(seen)))
 
         def job(conn: sqlite3.Connection) -> tuple[PostOk, bool]:
-            row = conn.execute(
-                "SELECT reply FROM posted_checks WHERE business_date = ? AND wsid = ?"
-                " AND check_no = ?",
-                (date_s, key.wsid, key.check),
-            ).fetchone()
-            if row is not None:
-                return _post_ok_from_json(row[0]), False
-            view: MemberView | None = None
-            if member_id is not None:
-                found = conn.execute(_MEMBER_VIEW_SQL + " WHERE m.member_id = ?", (member_id,))
-                view_row = found.fetchone()
-                view = _member_view(view_row) if view_row is not None else None
-            reserved: list[ReservedCoupon] = []
-            for ref in coupon_refs:
-                found_ref = conn.execute(
-                    "SELECT code, status FROM coupon_reservations WHERE ref = ?", (ref,)
-                ).fetchone()
-                reserved.append(
-                    ReservedCoupon(ref, found_ref[0], found_ref[1])
-                    if found_ref
-                    else ReservedCoupon(ref, None, None)
-                )
-            settlement = settle(view, reserved)
-            conn.execute(
-                "INSERT INTO posted_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    date_s,
-                    key.wsid,
-                    key.check,
-                    member_id,
-                    total,
-                    _post_ok_to_json(settlement.reply),
-                    now_s,
-                ),
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO posted_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (date_s, key.wsid, key.check, member_id, total, first.reply_json, now_s),
             )
-            if settlement.ledger is not None and settlement.events:
-                entry = settlement.ledger
+            if inserted.rowcount == 0:
+                stored = conn.execute(
+                    "SELECT reply FROM posted_checks WHERE business_date = ? AND wsid = ?"
+                    " AND check_no = ?",
+                    (date_s, key.wsid, key.check),
+                ).fetchone()
+                return _post_ok_from_json(stored[0]), False
+            rows = first
+            current = _check_context(conn, member_id, coupon_refs)
+            if current != seen:
+                rows = _CheckRows.build(settle(*_context_views(current)))
+                conn.execute(
+                    "UPDATE posted_checks SET reply = ? WHERE business_date = ? AND wsid = ?"
+                    " AND check_no = ?",
+                    (rows.reply_json, date_s, key.wsid, key.check),
+                )
+            entry = rows.settlement.ledger
+            if entry is not None and rows.events:
                 conn.execute(
                     "INSERT INTO ledger (member_id, event_id, business_date, points, wallet,"
                     " tickets, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         entry.member_id,
-                        settlement.events[0].event_id,
+                        rows.events[0][0],
                         date_s,
                         entry.points,
                         entry.wallet,
@@ -478,13 +558,20 @@ class Store:
                         now_s,
                     ),
                 )
-            _insert_events(conn, settlement.events)
-            conn.executemany(
-                "UPDATE coupon_reservations SET status = 'redeemed', finished_at = ?,"
-                " posted_key = ? WHERE ref = ? AND status != 'redeemed'",
-                [(now_s, key.text(), c.ref) for c in reserved if c.code is not None],
-            )
-            return settlement.reply, True
+                conn.execute(
+                    "INSERT INTO member_pending VALUES (?, ?, ?, ?) ON CONFLICT (member_id) DO"
+                    " UPDATE SET points = points + excluded.points,"
+                    " wallet = wallet + excluded.wallet, tickets = tickets + excluded.tickets",
+                    (entry.member_id, entry.points, entry.wallet, entry.tickets),
+                )
+            conn.executemany(_INSERT_EVENT, rows.events)
+            if coupon_refs:
+                conn.executemany(
+                    "UPDATE coupon_reservations SET status = 'redeemed', finished_at = ?,"
+                    " posted_key = ? WHERE ref = ? AND status != 'redeemed'",
+                    [(now_s, key.text(), ref) for ref in coupon_refs],
+                )
+            return rows.settlement.reply, True
 
         result: tuple[PostOk, bool] = await self.writer.submit(job)
         return result
@@ -523,16 +610,10 @@ class Store:
         await self.writer.submit(job, durable=durable)
 
     def append_events_nowait(self, events: Sequence[OutboxEvent]) -> None:
-        """Queue events without waiting for their commit (identification events)."""
+        """Queue events that ride with the next commit (identification events): the register
+        does not wait for them, and they cost no commit of their own."""
 
         def job(conn: sqlite3.Connection) -> None:
             _insert_events(conn, events)
 
-        future = self.writer.submit_nowait(job, durable=False)
-        future.add_done_callback(_consume_exception)
-
-
-def _consume_exception(future: Any) -> None:
-    # A lost identification event is reported by the writer's own alarm; don't warn twice.
-    if not future.cancelled():
-        future.exception()
+        self.writer.add_rider(job)

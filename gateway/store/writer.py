@@ -27,6 +27,7 @@ Job = Callable[[sqlite3.Connection], Any]
 
 PAGE_SIZE = 4096
 MAX_BATCH = 512
+RIDER_DELAY_S = 0.5
 
 
 class StorageFull(Exception):
@@ -42,6 +43,11 @@ def is_storage_full(error: BaseException) -> bool:
         getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
         or "database or disk is full" in str(error)
     )
+
+
+def _log_rider_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("rider_jobs_lost", error=str(future.exception()))
 
 
 def _as_storage_full(error: Exception) -> Exception:
@@ -89,6 +95,7 @@ class Writer:
         self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any], bool] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._riders: list[Job] = []
         self.stats = WriterStats()
         self.storage_full = False  # the alarm: true from a full-disk failure until a commit works
 
@@ -140,11 +147,40 @@ class Writer:
             raise WriterClosed("the writer is not started")
         return self._conn
 
+    def add_rider(self, job: Job) -> None:
+        """Queue work that need not wake the writer: it rides with the next batch, or is
+        committed within `RIDER_DELAY_S` (identification events, per request, are riders)."""
+        if self._closing:
+            raise WriterClosed("the store is shutting down")
+        self._riders.append(job)
+
+    async def _next(self) -> tuple[Job, asyncio.Future[Any], bool] | None:
+        if not self._riders:
+            return await self._queue.get()
+        try:
+            return await asyncio.wait_for(self._queue.get(), RIDER_DELAY_S)
+        except TimeoutError:
+            return self._rider_batch()
+
+    def _rider_batch(self) -> tuple[Job, asyncio.Future[Any], bool]:
+        riders, self._riders = self._riders, []
+
+        def job(conn: sqlite3.Connection) -> None:
+            for rider in riders:
+                rider(conn)
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_rider_failure)
+        return job, future, False
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            item = await self._queue.get()
+            item = await self._next()
+            # Let the callers woken by the last commit queue their next writes, so they share
+            # this commit instead of waiting for the one after it.
+            await asyncio.sleep(0)
             batch: list[tuple[Job, asyncio.Future[Any], bool]] = []
             if item is None:
                 stopping = True
@@ -156,6 +192,8 @@ class Writer:
                     stopping = True
                 else:
                     batch.append(more)
+            if self._riders:
+                batch.append(self._rider_batch())
             if not batch:
                 continue
             jobs = [job for job, _, _ in batch]
