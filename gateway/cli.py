@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    Console(stderr=True).print(f"[red]edge-gateway:[/] {message}", highlight=False)
+    # markup=False: messages quote the operator's values, which may contain [brackets].
+    Console(stderr=True).print(f"edge-gateway: {message}", markup=False, highlight=False)
     raise SystemExit(code)
 
 

@@ -49,13 +49,11 @@ _SOH_B = b"\x01"
 _EOT_B = b"\x04"
 _FS_B = b"\x1c"
 
-_SOURCE_ID = re.compile(rb"[^\x00-\x1f\x7f]{1,64}")
-_HEADER = re.compile(rb"\x01([^\x00-\x1f\x7f]{1,64})\x02\x1c([0-9]{2})([ R])")
+_SID = rb"[^\x00-\x1f\x7f]{1,64}"
+_SOURCE_ID = re.compile(_SID)
+_HEADER = re.compile(rb"\x01(" + _SID + rb")\x02\x1c([0-9]{2})([ R])")
 # The whole well-formed frame in one match, so the common case costs one regex call.
-_FRAME = re.compile(
-    rb"\x01([^\x00-\x1f\x7f]{1,64})\x02\x1c([0-9]{2})([ R])"
-    rb"([^\x00-\x1b\x1d-\x1f\x7f]*)\x03([0-9A-Fa-f]{4})\x04"
-)
+_FRAME = re.compile(_HEADER.pattern + rb"([^\x00-\x1b\x1d-\x1f\x7f]*)\x03([0-9A-Fa-f]{4})\x04")
 _SEQ = re.compile(rb"[0-9]{2}")
 _HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")

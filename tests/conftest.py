@@ -1,0 +1,111 @@
+"""Shared fixtures: a store on disk, the sample records, a gateway answering on a real socket."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.domain.models import Coupon, Member
+from gateway.service import Gateway, ServiceOptions
+from gateway.store.store import Store
+from pos_adapters.sim.register import RegisterConnection
+from pos_adapters.sim.session import SimResponder
+from pos_adapters.sim.tcp import SimTcpServer
+
+SAMPLE = Path(__file__).resolve().parent.parent / "gateway" / "sample"
+STORE_ID = "S001"
+# A fixed "now" inside every sample coupon's validity window; tests that need time to move
+# use a `Clock`.
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+
+
+def sample_members() -> list[Member]:
+    lines = (SAMPLE / "members.jsonl").read_text().splitlines()
+    return [Member.model_validate_json(line) for line in lines if line.strip()]
+
+
+def sample_coupons() -> list[Coupon]:
+    lines = (SAMPLE / "coupons.jsonl").read_text().splitlines()
+    return [Coupon.model_validate_json(line) for line in lines if line.strip()]
+
+
+def member_record(member_id: str, **fields: object) -> Member:
+    base: dict[str, object] = {"member_id": member_id, "identifiers": [f"CARD-{member_id}"]}
+    return Member.model_validate({**base, **fields})
+
+
+def coupon_record(code: str, **fields: object) -> Coupon:
+    base: dict[str, object] = {"code": code, "kind": "amount", "value": "5.00"}
+    return Coupon.model_validate(json.loads(json.dumps({**base, **fields})))
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "data" / "gateway.db")
+    await opened.upsert_members(sample_members())
+    await opened.upsert_coupons(sample_coupons())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def service(store: Store, clock: Clock) -> Gateway:
+    return Gateway(store, ServiceOptions(store_id=STORE_ID), clock=clock)
+
+
+@dataclass
+class RunningGateway:
+    service: Gateway
+    store: Store
+    server: SimTcpServer
+    responder: SimResponder
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def connect(self) -> RegisterConnection:
+        return await RegisterConnection.open("127.0.0.1", self.port)
+
+
+ServerFactory = Callable[..., SimTcpServer]
+
+
+@pytest.fixture
+async def gateway(service: Gateway, store: Store) -> AsyncIterator[RunningGateway]:
+    """The service behind a real SIM TCP server on a free loopback port."""
+    responder = SimResponder(service)
+    server = SimTcpServer(
+        responder,
+        host="127.0.0.1",
+        port=0,
+        allow=[ipaddress.ip_network("127.0.0.0/8")],
+        read_timeout_s=0.5,
+    )
+    await server.start()
+    yield RunningGateway(service, store, server, responder)
+    await server.stop(grace_s=1.0)

@@ -1,0 +1,421 @@
+"""The SIM socket end to end: real TCP on 127.0.0.1, the real service and a store on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+
+import pytest
+
+from gateway import __version__
+from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.register import RegisterConnection
+from pos_adapters.sim.session import SimResponder
+from pos_adapters.sim.tcp import SimTcpServer, peer_allowed
+from tests.conftest import RunningGateway
+
+CARD = "6001000000000001"  # M1, GOLD, 120 points
+DATE = "20261123"
+
+
+async def eventually(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Await a condition the server reaches on its own (a timeout firing, a close)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def read_frames(reader: asyncio.StreamReader, count: int) -> list[Frame]:
+    decoder = FrameDecoder()
+    frames: list[Frame] = []
+    while len(frames) < count:
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, "connection closed before the reply"
+        frames += [f for f in decoder.feed(data) if isinstance(f, Frame)]
+    return frames
+
+
+async def raw_exchange(port: int, data: bytes, replies: int = 1) -> list[Frame]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_frames(reader, replies)
+    finally:
+        writer.close()
+
+
+def frame(*fields: str, sid: bytes = b"  7LOYAL", seq: int = 1) -> bytes:
+    return encode_frame(sid, seq, list(fields))
+
+
+# ---- every command of the table -------------------------------------------------------------
+
+
+async def test_every_command_answers_with_real_data(gateway: RunningGateway) -> None:
+    connection = await gateway.connect()
+    ws = connection.workstation(7)
+    try:
+        assert await ws.request("PING") == ["PONG", "STANDALONE", __version__]
+
+        ident = await ws.request("IDENT", "7", "1", "0", CARD)
+        assert ident == ["IDENT_OK", "M1", "Ann K.", "GOLD", "120", "POINTS", "Welcome Ann K."]
+
+        coupon = await ws.request("COUPON", "7", "1001", "M1", "WELCOME5", "27.40")
+        assert coupon[0] == "COUPON_OK"
+        assert coupon[2:6] == ["AMOUNT", "101", "5.00", ""]
+        ref = coupon[1]
+
+        percent = await ws.request("COUPON", "7", "1001", "", "TENOFF", "27.40")
+        assert percent[0] == "COUPON_OK" and percent[2:5] == ["PERCENT", "103", "10"]
+        assert await ws.request("COUPON_VOID", "7", "1001", percent[1]) == ["COUPON_VOID_OK"]
+
+        item = await ws.request("COUPON", "7", "1001", "M1", "BDAY-M1", "27.40")
+        assert item[0] == "COUPON_OK" and item[2:6] == ["ITEM", "102", "", "5001"]
+
+        assert await ws.request("CONSENT", "7", "M5", "LOTTERY", "Y") == ["CONSENT_OK"]
+
+        post = await ws.request(
+            "POST", "7", "1", "1001", DATE, "M1", "27.40", "22.40",
+            "2*1001*7.00;1*1002*13.40;-1*1003*-1.00", f"{ref};{item[1]}",
+        )  # fmt: skip
+        assert post[:5] == ["POST_OK", "22", "142", "0", "0"]
+        assert 1 <= len(post[5:]) <= 8 and all(len(line) <= 32 for line in post[5:])
+        assert any("142" in line for line in post[5:])
+    finally:
+        await connection.close()
+
+
+async def test_business_refusals_are_fail_replies(gateway: RunningGateway) -> None:
+    connection = await gateway.connect()
+    ws = connection.workstation(3)
+    try:
+        assert (await ws.request("IDENT", "3", "1", "0", "0000"))[:2] == [
+            "IDENT_FAIL",
+            "UNKNOWN_MEMBER",
+        ]
+        assert (await ws.request("COUPON", "3", "5", "", "NOPE", "9.00"))[:2] == [
+            "COUPON_FAIL",
+            "UNKNOWN_COUPON",
+        ]
+        assert (await ws.request("COUPON", "3", "5", "", "OLD2025", "9.00"))[:2] == [
+            "COUPON_FAIL",
+            "EXPIRED",
+        ]
+        assert (await ws.request("COUPON", "3", "5", "", "WELCOME5", "9.00"))[:2] == [
+            "COUPON_FAIL",
+            "MIN_SPEND",
+        ]
+        assert (await ws.request("CONSENT", "3", "M3", "LOTTERY", "Y"))[:2] == [
+            "CONSENT_FAIL",
+            "NOT_ELIGIBLE",
+        ]
+        assert (await ws.request("COUPON_VOID", "3", "5", "CNOSUCHREF"))[:2] == [
+            "ERROR",
+            "UNKNOWN_COUPON",
+        ]
+    finally:
+        await connection.close()
+
+
+# ---- many workstations, many connections ----------------------------------------------------
+
+
+async def test_workstations_interleaved_on_one_connection_get_their_own_replies(
+    gateway: RunningGateway,
+) -> None:
+    connection = await gateway.connect()
+    try:
+
+        async def register(wsid: int) -> tuple[int, list[str], list[str]]:
+            ws = connection.workstation(wsid)
+            ident = await ws.request("IDENT", str(wsid), "1", str(wsid), CARD)
+            total = f"{wsid}.00"
+            post = await ws.request(
+                "POST", str(wsid), "1", str(wsid), DATE, "M1", total, total, "", ""
+            )
+            return wsid, ident, post
+
+        results = await asyncio.gather(*(register(n) for n in range(1, 31)))
+        for wsid, ident, post in results:
+            assert ident[:2] == ["IDENT_OK", "M1"]
+            assert post[0] == "POST_OK" and post[1] == str(wsid)  # this register's own check
+        balances = sorted(int(post[2]) for _, _, post in results)
+        # Every post saw every earlier one: running totals of 120 + 1 + 2 + ... , no repeats.
+        assert len(set(balances)) == 30 and balances[-1] == 120 + sum(range(1, 31))
+        assert connection.unmatched == []
+    finally:
+        await connection.close()
+
+
+async def test_twenty_connections_at_once(gateway: RunningGateway) -> None:
+    connections = [await gateway.connect() for _ in range(20)]
+    try:
+        replies = await asyncio.gather(
+            *(
+                c.workstation(n + 1).request("IDENT", str(n + 1), "1", "0", CARD)
+                for n, c in enumerate(connections)
+            )
+        )
+        assert all(r[0] == "IDENT_OK" for r in replies)
+        assert gateway.server.stats.open_connections == 20
+    finally:
+        for c in connections:
+            await c.close()
+
+
+# ---- retransmission --------------------------------------------------------------------------
+
+
+async def test_retransmitted_post_is_answered_from_the_cache_and_earns_once(
+    gateway: RunningGateway,
+) -> None:
+    connection = await gateway.connect()
+    ws = connection.workstation(9)
+    post = ["POST", "9", "1", "2001", DATE, "M1", "10.00", "10.00", "1*1001*10.00", ""]
+    try:
+        first = await ws.request(*post)
+        again = await ws.retransmit(*post)
+        assert again == first
+        assert gateway.responder.stats.replayed == 1
+        assert await gateway.store.ledger_total("M1") == (10, 0, 0)
+    finally:
+        await connection.close()
+
+
+async def test_retransmitted_coupon_keeps_one_reservation(gateway: RunningGateway) -> None:
+    connection = await gateway.connect()
+    ws = connection.workstation(9)
+    try:
+        first = await ws.request("COUPON", "9", "0", "M5", "REWARD-M5", "5.00")
+        again = await ws.retransmit("COUPON", "9", "0", "M5", "REWARD-M5", "5.00")
+        assert again == first and first[0] == "COUPON_OK"
+        # Had the retransmission run again, the single-use coupon would be RESERVED now.
+        counts = await gateway.store.counts()
+        assert counts.live_reservations == 1
+    finally:
+        await connection.close()
+
+
+async def test_retransmission_replay_survives_a_reconnect(gateway: RunningGateway) -> None:
+    sid = b" 12LOYAL"
+    first = await raw_exchange(gateway.port, frame("IDENT", "12", "1", "0", CARD, sid=sid, seq=5))
+    replay = encode_frame(sid, 5, ["IDENT", "12", "1", "0", CARD], retransmit=True)
+    second = await raw_exchange(gateway.port, replay)
+    assert second[0].fields == first[0].fields and second[0].seq == 5
+    assert gateway.responder.stats.replayed == 1
+
+
+async def test_r_flag_with_another_seq_or_nothing_cached_runs_as_new(
+    gateway: RunningGateway,
+) -> None:
+    sid = b" 13LOYAL"
+    await raw_exchange(gateway.port, frame("PING", sid=sid, seq=1))
+    other_seq = encode_frame(sid, 2, ["PING"], retransmit=True)
+    assert (await raw_exchange(gateway.port, other_seq))[0].fields[0] == "PONG"
+    fresh = encode_frame(b" 14LOYAL", 7, ["PING"], retransmit=True)
+    assert (await raw_exchange(gateway.port, fresh))[0].fields[0] == "PONG"
+    # A repeated seq without R is a new request too.
+    assert (await raw_exchange(gateway.port, frame("PING", sid=sid, seq=2)))[0].seq == 2
+    assert gateway.responder.stats.replayed == 0
+    assert gateway.service.stats.requests[("PING", "ok")] == 4
+
+
+# ---- the allow-list --------------------------------------------------------------------------
+
+
+async def test_peer_outside_the_allowed_networks_is_closed_and_counted(
+    gateway: RunningGateway,
+) -> None:
+    closed = SimTcpServer(
+        SimResponder(gateway.service),
+        port=0,
+        allow=[ipaddress.ip_network("10.20.0.0/16")],
+    )
+    await closed.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", closed.port)
+        writer.write(frame("PING"))
+        try:  # closed at once, nothing answered (a reset when our PING was still unread)
+            assert await asyncio.wait_for(reader.read(100), 5) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        assert closed.stats.refused["not_allowed"] == 1
+        assert gateway.service.stats.requests[("PING", "ok")] == 0
+    finally:
+        await closed.stop()
+
+
+@pytest.mark.parametrize(
+    ("peer", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # IPv4-mapped, as a dual-stack socket reports it
+        ("10.0.0.5", False),
+        ("fe80::1%eth0", False),
+        ("not-an-address", False),
+    ],
+)
+def test_peer_allowed(peer: str, allowed: bool) -> None:
+    networks = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    assert peer_allowed(peer, networks) is allowed
+
+
+# ---- bad input: each gets its documented reply, is counted, and harms nothing else ------------
+
+
+def _with_bad_checksum(data: bytes) -> bytes:
+    body, tail = data[:-5], data[-5:]
+    wrong = b"%04X" % ((int(tail[:4], 16) + 1) & 0xFFFF)
+    return body + wrong + b"\x04"
+
+
+def _with_byte(fields: list[str], raw: bytes) -> bytes:
+    """A frame whose last field carries raw bytes the encoder would refuse."""
+    good = frame(*fields, "X")
+    head = good[: good.rindex(b"X")]
+    body = head[1:] + raw + b"\x03"
+    return b"\x01" + body + b"%04X" % (sum(body) & 0xFFFF) + b"\x04"
+
+
+BAD_INPUT: list[tuple[str, bytes, list[str]]] = [
+    ("bad checksum", _with_bad_checksum(frame("PING")), ["ERROR", "BAD_CHECKSUM"]),
+    ("unknown command", frame("FLY"), ["ERROR", "UNKNOWN_COMMAND"]),
+    ("missing field", frame("IDENT", "7", "1", "0"), ["ERROR", "BAD_FIELD"]),
+    ("extra field", frame("PING", "x"), ["ERROR", "BAD_FIELD"]),
+    (
+        "amount 12.5.0",
+        frame("COUPON", "7", "1", "", "TENOFF", "12.5.0"),
+        ["ERROR", "BAD_FIELD"],
+    ),
+    ("amount 1e9", frame("COUPON", "7", "1", "", "TENOFF", "1e9"), ["ERROR", "BAD_FIELD"]),
+    (
+        "business date 20261341",
+        frame("POST", "7", "1", "5", "20261341", "", "1.00", "1.00", "", ""),
+        ["ERROR", "BAD_FIELD"],
+    ),
+    (
+        "business date after tomorrow",
+        frame("POST", "7", "1", "5", "20261126", "", "1.00", "1.00", "", ""),
+        ["ERROR", "BAD_FIELD"],
+    ),
+    (
+        "items that do not parse",
+        frame("POST", "7", "1", "5", DATE, "", "1.00", "1.00", "1*x*1.00", ""),
+        ["ERROR", "BAD_FIELD"],
+    ),
+    ("wsid 0", frame("IDENT", "0", "1", "0", CARD), ["ERROR", "BAD_FIELD"]),
+    ("code page error", _with_byte(["IDENT", "7", "1", "0"], b"\x81"), ["ERROR", "BAD_FIELD"]),
+    ("control byte", _with_byte(["IDENT", "7", "1", "0"], b"A\x07B"), ["ERROR", "BAD_FIELD"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [b[1:] for b in BAD_INPUT], ids=[b[0] for b in BAD_INPUT]
+)
+async def test_bad_input_gets_its_reply_and_the_connection_goes_on(
+    gateway: RunningGateway, data: bytes, expected: list[str]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(data + frame("PING", seq=2))
+        error, pong = await read_frames(reader, 2)
+        assert error.fields[:2] == tuple(expected)
+        assert error.source_id == b"  7LOYAL" and error.seq == 1
+        assert len(error.fields) == 3 and error.fields[2]  # a message for the log
+        assert pong.fields[0] == "PONG"  # same connection, still served
+        counted = gateway.responder.stats.errors[expected[1]]
+        assert counted == 1
+        assert gateway.service.stats.requests.total() == 1  # only the PING ran
+    finally:
+        writer.close()
+
+
+async def test_bad_field_names_the_field(gateway: RunningGateway) -> None:
+    (reply,) = await raw_exchange(
+        gateway.port, frame("POST", "7", "1", "5", "20261341", "", "1.00", "1.00", "", "")
+    )
+    assert "business_date" in reply.fields[2]
+
+
+async def test_truncated_frame_and_bytes_between_frames_are_dropped_and_counted(
+    gateway: RunningGateway,
+) -> None:
+    truncated = frame("IDENT", "7", "1", "0", CARD)[:-9]
+    noise = b"\xff\x00garbage\r\n"
+    replies = await raw_exchange(
+        gateway.port, truncated + frame("PING", seq=3) + noise + frame("PING", seq=4), replies=2
+    )
+    assert [r.seq for r in replies] == [3, 4]
+    assert gateway.server.stats.dropped_bytes == len(truncated) + len(noise)
+    assert gateway.service.stats.requests.total() == 2
+
+
+async def test_frame_over_the_size_limit_is_refused_and_the_stream_resynchronises(
+    gateway: RunningGateway,
+) -> None:
+    huge = frame("IDENT", "7", "1", "0", "Q" * 40_000, seq=8)
+    replies = await raw_exchange(gateway.port, huge + frame("PING", seq=9), replies=2)
+    assert replies[0].fields[:2] == ("ERROR", "FRAME_TOO_LARGE") and replies[0].seq == 8
+    assert replies[1].fields[0] == "PONG"
+    assert gateway.server.stats.frame_errors["FRAME_TOO_LARGE"] == 1
+
+
+async def test_silent_client_holds_nothing_up(gateway: RunningGateway) -> None:
+    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        (pong,) = await raw_exchange(gateway.port, frame("PING"))
+        assert pong.fields[0] == "PONG"
+        # Connections stay open for days: the silent one is kept, and counted.
+        await eventually(lambda: gateway.server.stats.open_connections == 1)
+        assert not silent_reader.at_eof()
+    finally:
+        silent_writer.close()
+
+
+async def test_stalled_partial_frame_is_dropped_and_the_connection_kept(
+    gateway: RunningGateway,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        data = frame("PING", seq=1)
+        writer.write(data[:6])  # then nothing, like a register sending one byte a second
+        await eventually(lambda: gateway.server.stats.partial_timeouts == 1)
+        writer.write(data[6:])  # the rest arrives far too late: it is noise now
+        writer.write(frame("PING", seq=2))
+        (pong,) = await read_frames(reader, 1)
+        assert pong.seq == 2
+        assert gateway.server.stats.dropped_bytes >= len(data)
+    finally:
+        writer.close()
+
+
+async def test_slow_but_timely_sender_is_answered(gateway: RunningGateway) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        for byte in frame("PING"):
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.005)  # pacing the input, well inside the 0.5 s read timeout
+        (pong,) = await read_frames(reader, 1)
+        assert pong.fields[0] == "PONG"
+        assert gateway.server.stats.partial_timeouts == 0
+    finally:
+        writer.close()
+
+
+async def test_a_dropped_connection_mid_request_harms_no_one(gateway: RunningGateway) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(frame("POST", "7", "1", "77", DATE, "M1", "5.00", "5.00", "", ""))
+    writer.transport.abort()  # reset, without waiting for the answer
+    other = await RegisterConnection.open("127.0.0.1", gateway.port)
+    try:
+        assert (await other.workstation(8).request("PING"))[0] == "PONG"
+        await eventually(lambda: gateway.server.stats.open_connections == 1)
+    finally:
+        await other.close()
