@@ -238,10 +238,15 @@ class Writer:
                 conn.execute("RELEASE job")
                 outcomes.append((True, result))
             except Exception as error:  # a job's failure is its caller's, not the batch's
+                failure = _as_storage_full(error)
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back itself (it does on a full disk):
+                    # the jobs before this one are undone too, so the whole batch failed.
+                    return [(False, failure)] * len(jobs)
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                outcomes.append((False, _as_storage_full(error)))
+                outcomes.append((False, failure))
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as error:

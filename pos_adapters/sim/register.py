@@ -39,7 +39,7 @@ class RegisterConnection:
 
     async def close(self) -> None:
         self._pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await self._pump
         self._writer.close()
         with contextlib.suppress(Exception):
@@ -67,7 +67,10 @@ class RegisterConnection:
 
     async def _read_replies(self) -> None:
         while True:
-            data = await self._reader.read(65536)
+            try:
+                data = await self._reader.read(65536)
+            except ConnectionError:
+                data = b""
             if not data:
                 for waiting in self._waiting.values():
                     if not waiting.done():
