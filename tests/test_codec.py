@@ -87,7 +87,7 @@ def test_checksum_wraps_at_16_bits() -> None:
 
 
 def test_encode_matches_the_worked_example_in_the_docs() -> None:
-    # docs/protocol-framing.md: the sum is worked out by hand there (1463 = 0x05B7).
+    # docs/protocol.md section 5: the sum is worked out by hand there (1463 = 0x05B7).
     expected = bytes.fromhex(
         "01 57 53 31 32 02 1c 30 37 20 49 44 45 4e 54 1c 31 32 1c 31 1c 30 1c"
         " 34 30 30 30 31 32 33 03 30 35 42 37 04"

@@ -3,8 +3,8 @@
     SOH <source id> STX FS <seq: 2 digits><flag ' '|'R'><field> FS <field> ... ETX <checksum> EOT
 
 No sockets and no asyncio here: the TCP and serial transports feed whatever bytes they read to a
-`FrameDecoder` and write what `encode_frame` returns. docs/protocol-framing.md describes the layout,
-the resynchronisation rules and which parts are documented by Oracle and which are inferred.
+`FrameDecoder` and write what `encode_frame` returns. Section 5 of docs/protocol.md describes the
+layout, the resynchronisation rules and which parts are documented by Oracle and which inferred.
 """
 
 from __future__ import annotations

@@ -1,0 +1,568 @@
+"""What the benchmarks share: the cached member databases, the gateway as a child process, helper
+processes that stop with their parent, percentiles and a description of the machine.
+
+Every process started here is bound to its parent: the gateway runs in its own session and is
+stopped by SIGTERM to that session (SIGKILL after a grace period), and both the gateway and the
+helper processes get SIGTERM from the kernel if the benchmark itself dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import queue
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "bench" / ".cache"
+HOST = "127.0.0.1"
+STORE_ID = "BENCH"
+COUPON_CODE = "BENCH-BEARER"
+# Bump when the generated data changes, so that cached databases are rebuilt.
+BUILD_FORMAT = 1
+
+# i -> card number is a bijection (the multiplier is coprime with 10**15), so cards are unique,
+# look random, and any process can draw a valid card without reading the database.
+_CARD_MULTIPLIER = 7_919_000_003
+_CARD_OFFSET = 271_828_182_845
+_FIRST = ("Anna", "Ben", "Chloe", "David", "Emma", "Felix", "Grace", "Hugo", "Ines", "Jonas")
+_LAST = ("Berg", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen")
+_TIERS = ("", "silver", "gold", "platinum")
+
+# Started with `python -c` in front of a command: ask for SIGTERM when the parent dies, then exec.
+_BIND_TO_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "parent = int(sys.argv[1])\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if parent and os.getppid() != parent:\n"
+    "    sys.exit(1)  # the parent died before prctl: never start an orphan\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def card_number(i: int) -> str:
+    """Member i's card: `9` and 15 digits."""
+    return f"9{(i * _CARD_MULTIPLIER + _CARD_OFFSET) % 10**15:015d}"
+
+
+def member_id(i: int) -> str:
+    return f"M{i:07d}"
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    """count, p50, p90, p99, max and mean of latencies given in seconds, in milliseconds."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0}
+    return {
+        "count": len(ordered),
+        "p50": percentile(ordered, 0.50) * 1000,
+        "p90": percentile(ordered, 0.90) * 1000,
+        "p99": percentile(ordered, 0.99) * 1000,
+        "max": ordered[-1] * 1000,
+        "mean": sum(ordered) / len(ordered) * 1000,
+    }
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+# ---- the machine ----------------------------------------------------------------------------------
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?"
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    memory = "?"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "kernel": " ".join(platform.uname()[:3]),
+        "filesystem": _filesystem(CACHE if CACHE.exists() else REPO),
+    }
+
+
+def _filesystem(path: Path) -> str:
+    """Device and type of the filesystem holding `path`, from /proc/mounts."""
+    best = ("", "?", "?")
+    with contextlib.suppress(OSError):
+        resolved = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, point, kind = line.split()[:3]
+            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best[0]):
+                best = (point, device, kind)
+    return f"{best[1]} ({best[2]}) on {best[0] or '?'}"
+
+
+def print_machine() -> dict[str, str]:
+    info = machine()
+    print(
+        f"machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']}, Python {info['python']},"
+        f" SQLite {info['sqlite']}, {info['kernel']}, data on {info['filesystem']}"
+    )
+    return info
+
+
+# ---- the member databases -------------------------------------------------------------------------
+
+
+def bench_coupon() -> Any:
+    """A bearer coupon anyone may use many times: 1.00 off, no minimum spend, valid for years."""
+    from gateway.domain.models import Coupon
+
+    now = dt.datetime.now(dt.UTC)
+    return Coupon(
+        code=COUPON_CODE,
+        coupon_id="bench-bearer",
+        kind="amount",
+        value="1.00",
+        pos_discount_object=901,
+        valid_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+        valid_to=now + dt.timedelta(days=3650),
+        max_redemptions=1_000_000_000,
+        origin="campaign",
+    )
+
+
+def member_db(count: int, *, say: Callable[[str], None] = print) -> tuple[Path, float | None]:
+    """A database with `count` members and the bench coupon, built once and kept in bench/.cache.
+
+    Returns its path and the seconds spent building it (None when it came from the cache). Runs
+    never write to it: `run_directory` copies it.
+    """
+    from gateway.store.schema import SCHEMA_VERSION
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"members-{count}-schema{SCHEMA_VERSION}-fmt{BUILD_FORMAT}.db"
+    if path.is_file():
+        return path, None
+    say(f"building a database of {count:,} members in {path.name} (kept for later runs) ...")
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
+    try:
+        db = work / "gateway.db"
+        asyncio.run(_migrate_and_add_coupon(db))
+        _insert_members(db, count)
+        os.replace(db, path)  # only a finished database ever has the cached name
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    say(f"built in {seconds:.1f} s ({path.stat().st_size / 1e6:.0f} MB)")
+    return path, seconds
+
+
+async def _migrate_and_add_coupon(db: Path) -> None:
+    from gateway.store.store import Store
+
+    store = await Store.open(db)  # creates and migrates
+    try:
+        await store.upsert_coupons([bench_coupon()])
+    finally:
+        await store.close()
+
+
+def _insert_members(db: Path, count: int) -> None:
+    """Plain sqlite3, one transaction: the store's own import path would take many minutes."""
+    from gateway.domain.models import Member
+    from gateway.store.store import utc_stamp
+
+    now = utc_stamp(dt.datetime.now(dt.UTC))
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        # Nobody else has the file open: build without a WAL and without fsyncs, then hand the
+        # gateway a WAL database as its own connections would leave it.
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA cache_size = -262144")  # 256 MiB: the identifier index stays in memory
+        conn.execute("BEGIN")
+        chunk = 50_000
+        for start in range(0, count, chunk):
+            members, identifiers = [], []
+            for i in range(start, min(count, start + chunk)):
+                card = card_number(i)
+                member = Member(
+                    member_id=member_id(i),
+                    identifiers=[card],
+                    display_name=f"{_FIRST[i % len(_FIRST)]} {_LAST[(i // 10) % len(_LAST)]}",
+                    tier=_TIERS[i % len(_TIERS)],
+                    birthday=f"{i % 12 + 1:02d}-{i % 28 + 1:02d}",
+                    points_balance=(i * 37) % 5000,
+                )
+                members.append(
+                    (
+                        member.member_id,
+                        member.display_name,
+                        member.tier,
+                        member.birthday,
+                        "[]",
+                        member.earn_mode,
+                        0,
+                        member.points_balance,
+                        0,
+                        None,
+                        member.model_dump_json(),
+                        now,
+                    )
+                )
+                identifiers.append((card, member.member_id))
+            conn.executemany("INSERT INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", members)
+            conn.executemany("INSERT INTO member_identifiers VALUES (?, ?)", identifiers)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def run_directory(db: Path | None = None) -> Iterator[Path]:
+    """A fresh data directory on the cache's filesystem (with a copy of `db`); removed after."""
+    runs = CACHE / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="run-", dir=runs))
+    try:
+        if db is not None:
+            shutil.copyfile(db, directory / "gateway.db")
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# ---- the gateway as a child process ----------------------------------------------------------------
+
+
+def _gateway_command() -> list[str]:
+    for candidate in (REPO / ".venv" / "bin" / "edge-gateway", Path(sys.executable).parent / "edge-gateway"):
+        if candidate.is_file():
+            return [str(candidate)]
+    return [sys.executable, "-m", "gateway"]
+
+
+def bound_to_parent(command: Sequence[str], parent: int | None = None) -> list[str]:
+    """`command`, started so that it gets SIGTERM if its parent (this process unless told
+    otherwise; 0 for a parent not known in advance) dies."""
+    parent = os.getpid() if parent is None else parent
+    return [sys.executable, "-c", _BIND_TO_PARENT, str(parent), *command]
+
+
+class GatewayProcess:
+    """`edge-gateway run` on 127.0.0.1, port chosen by the system, data in `data_dir`.
+
+    Use as a context manager: entering waits for the `gateway_ready` log line (reading stderr
+    line by line, no sleeping) and exiting stops the gateway whatever happened.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        ready_timeout_s: float = 300.0,
+        count_fsyncs: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.ready_timeout_s = ready_timeout_s
+        self.count_fsyncs = count_fsyncs
+        self.port = 0
+        self.seconds_to_ready = 0.0
+        self.tail: deque[str] = deque(maxlen=40)
+        self.exit_code: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_GATEWAY_")}
+        env.update(
+            EDGE_GATEWAY_STORE_ID=STORE_ID,
+            EDGE_GATEWAY_DATA_DIR=str(self.data_dir),
+            EDGE_GATEWAY_TIMEZONE="UTC",
+            EDGE_GATEWAY_SIM__HOST=HOST,
+            EDGE_GATEWAY_SIM__PORT="0",
+            EDGE_GATEWAY_ADMIN__HOST=HOST,
+            EDGE_GATEWAY_LOG__FORMAT="json",
+            EDGE_GATEWAY_LOG__LEVEL="info",
+        )
+        # An empty file named with --config, so that a /etc/edge-gateway/gateway.toml on the
+        # machine cannot change what is measured: every setting comes from the environment.
+        config = self.data_dir / "bench.toml"
+        config.write_text("# edge-gateway benchmark: every setting comes from the environment\n")
+        command = bound_to_parent([*_gateway_command(), "--config", str(config), "run"])
+        if self.count_fsyncs is not None:
+            # strace counts the fsync calls of the gateway and its threads; seccomp-bpf stops the
+            # process only at those calls, so the rest of the run is not slowed down.
+            tracer = ["strace", "-f", "--seccomp-bpf", "-c", "-e", "trace=fsync,fdatasync"]
+            inner = bound_to_parent([*_gateway_command(), "--config", str(config), "run"], 0)
+            command = bound_to_parent([*tracer, "-o", str(self.count_fsyncs), *inner])
+        started = time.perf_counter()
+        self._proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the gateway ourselves
+        )
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        deadline = started + self.ready_timeout_s
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise RuntimeError(f"gateway not ready within {self.ready_timeout_s:.0f} s")
+            try:
+                event = self._events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if event is None:
+                raise RuntimeError("gateway exited before it was ready:\n" + "\n".join(self.tail))
+            if event.get("event") == "gateway_ready":
+                self.port = int(event["sim_port"])
+                self.seconds_to_ready = time.perf_counter() - started
+                return
+
+    def _read_stderr(self) -> None:
+        # Keeps draining after `gateway_ready`, so the gateway never blocks on a full pipe.
+        assert self._proc is not None and self._proc.stderr is not None
+        waiting = True
+        for raw in self._proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
+            if waiting and line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if event.get("event") == "gateway_ready":
+                        waiting = False
+                        self._events.put(event)
+        self._events.put(None)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            # Under strace, stop the gateway itself first, so strace sees its last calls and
+            # writes its summary when the gateway is gone.
+            for child in _children(proc.pid) if self.count_fsyncs is not None else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace_s if self.count_fsyncs is not None else 0)
+        if proc.poll() is None:
+            # The session holds only what we started: the gateway (and strace when counting).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.exit_code = proc.returncode
+        if self._reader is not None:
+            self._reader.join(5)
+        self._proc = None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def fsync_count(strace_summary: Path) -> int | None:
+    """The number of fsync/fdatasync calls in an `strace -c` summary."""
+    try:
+        text = strace_summary.read_text()
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[-1] in ("fsync", "fdatasync"):
+            with contextlib.suppress(ValueError, IndexError):
+                total += int(parts[3])  # % time, seconds, usecs/call, calls, [errors,] syscall
+    return total
+
+
+def strace_available() -> bool:
+    return shutil.which("strace") is not None
+
+
+# ---- helper processes --------------------------------------------------------------------------------
+
+
+def child_setup() -> None:
+    """First thing in a helper process: leave Ctrl-C to the parent, die with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def _call_in_child(conn: multiprocessing.connection.Connection, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    child_setup()
+    try:
+        result: tuple[bool, Any] = (True, target(*args))
+    except BaseException:
+        result = (False, traceback.format_exc())
+    conn.send(result)
+    conn.close()
+
+
+def _context() -> Any:
+    # spawn: a fresh interpreter, not a fork of a parent that holds threads and a gateway pipe.
+    return multiprocessing.get_context("spawn")
+
+
+def stop_process(proc: Any, grace_s: float = 5.0) -> None:
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(grace_s)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(grace_s)
+
+
+def call_in_process(target: Callable[..., Any], *args: Any, timeout_s: float) -> Any:
+    """Run `target(*args)` in a fresh process and return its result; stop it after timeout_s."""
+    ctx = _context()
+    mine, theirs = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_call_in_child, args=(theirs, target, args), daemon=True)
+    proc.start()
+    theirs.close()
+    try:
+        if not mine.poll(timeout_s):
+            raise TimeoutError(f"{target.__name__} did not finish within {timeout_s:.0f} s")
+        try:
+            ok, value = mine.recv()
+        except EOFError:
+            proc.join(5)
+            raise RuntimeError(f"{target.__name__} died (exit code {proc.exitcode})") from None
+    finally:
+        mine.close()
+        stop_process(proc)
+    if not ok:
+        raise RuntimeError(f"{target.__name__} failed in its process:\n{value}")
+    return value
+
+
+@contextlib.contextmanager
+def server_process(
+    target: Callable[..., Any], *args: Any, timeout_s: float = 60.0
+) -> Iterator[Any]:
+    """Run a server `target(conn, *args)` in its own process; it sends one value (its port) on
+    `conn` when ready, and must stop when `conn` reaches end of file (we close our end)."""
+    ctx = _context()
+    mine, theirs = ctx.Pipe(duplex=True)
+    proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
+    proc.start()
+    theirs.close()
+    try:
+        if not mine.poll(timeout_s):
+            raise TimeoutError(f"{target.__name__} not ready within {timeout_s:.0f} s")
+        try:
+            value = mine.recv()
+        except EOFError:
+            raise RuntimeError(f"{target.__name__} died (exit code {proc.exitcode})") from None
+        yield value
+    finally:
+        mine.close()  # the server's signal to stop
+        proc.join(5)
+        stop_process(proc)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit in the main thread, so every `finally` cleans up."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(title)
+    line = "  ".join(
+        str(h).ljust(w) if i == 0 else str(h).rjust(w) for i, (h, w) in enumerate(zip(header, widths))
+    )
+    print("  " + line)
+    for row in rows:
+        print(
+            "  "
+            + "  ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
