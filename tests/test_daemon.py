@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE
+from gateway_process import GatewayProcess, cli
 
 from pos_adapters.sim.register import RegisterConnection, RegisterTimeout
-from tests.conftest import SAMPLE
-from tests.gateway_process import GatewayProcess, cli
 
 Spawn = Callable[..., Awaitable[GatewayProcess]]
 

@@ -8,13 +8,13 @@ import ipaddress
 from collections.abc import Callable
 
 import pytest
+from conftest import RunningGateway
 
 from gateway import __version__
 from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
 from pos_adapters.sim.register import RegisterConnection
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer, peer_allowed
-from tests.conftest import RunningGateway
 
 CARD = "6001000000000001"  # M1, GOLD, 120 points
 DATE = "20261123"

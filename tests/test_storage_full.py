@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tests.conftest import RunningGateway
+from conftest import RunningGateway
 
 DATE = "20261123"
 ITEMS = ";".join(f"1*{1000 + n}*0.10" for n in range(400))  # a long check: ~10 KiB of events
