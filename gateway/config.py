@@ -298,6 +298,14 @@ class SimSettings(BaseModel):
             "".encode(value)  # rejects bytes-to-bytes codecs such as base64
         except LookupError as exc:
             raise ValueError(f"not a text encoding Python knows ({exc})") from None
+        # The framing bytes and digits must mean the same in the code page (not UTF-16, EBCDIC).
+        probe = "\x01\x02\x03\x04\x1c09AZaz "
+        try:
+            ascii_compatible = probe.encode(value) == probe.encode("ascii")
+        except (UnicodeError, LookupError):
+            ascii_compatible = False
+        if not ascii_compatible:
+            raise ValueError("must be ASCII-compatible (cp1252, latin-1, utf-8, ...)")
         return value
 
     def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

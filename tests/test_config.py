@@ -213,6 +213,8 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
         ('store_id = "has space"', "store_id:", '"has space"'),
         ('[sim]\nencoding = "klingon"', "sim.encoding:", '"klingon"'),
         ('[sim]\nencoding = "base64"', "sim.encoding:", '"base64"'),
+        ('[sim]\nencoding = "utf-16"', "sim.encoding:", '"utf-16"'),
+        ('[sim]\nencoding = "cp500"', "sim.encoding:", '"cp500"'),
         ("[sim]\nmax_frame = 100", "sim.max_frame:", "100"),
         ("[sim]\nread_timeout_s = 0", "sim.read_timeout_s:", "0"),
         ("[central]\nbatch_size = 501", "central.batch_size:", "501"),

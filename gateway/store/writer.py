@@ -198,7 +198,11 @@ class Writer:
                 continue
             jobs = [job for job, _, _ in batch]
             durable = any(d for _, _, d in batch)
-            outcomes = await loop.run_in_executor(self._executor, self._commit, jobs, durable)
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._commit, jobs, durable)
+            except Exception as error:  # the loop must outlive any failure, or writes hang
+                log.exception("writer_batch_failed", jobs=len(jobs))
+                outcomes = [(False, error)] * len(jobs)
             for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
