@@ -404,6 +404,20 @@ class GatewayProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time the gateway has used so far (see `cpu_seconds`)."""
+        pid = self.gateway_pid
+        return cpu_seconds(pid) if pid is not None else {"loop": 0.0, "threads": 0.0}
+
+    @property
+    def gateway_pid(self) -> int | None:
+        if self._proc is None:
+            return None
+        if self.count_fsyncs is None:
+            return self._proc.pid  # the wrapper exec'd into the gateway: same pid
+        children = _children(self._proc.pid)  # under strace, the gateway is strace's child
+        return children[0] if children else None
+
     def stop(self, grace_s: float = 20.0) -> None:
         proc = self._proc
         if proc is None:
@@ -430,6 +444,24 @@ class GatewayProcess:
         if self._reader is not None:
             self._reader.join(5)
         self._proc = None
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) of a process so far: its main thread (for the gateway, the event
+    loop) and all its other threads together (the SQLite writer, aiosqlite, executors)."""
+    out = {"loop": 0.0, "threads": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                used = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                out["loop" if task.name == str(pid) else "threads"] += used
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before}
 
 
 def _children(pid: int) -> list[int]:

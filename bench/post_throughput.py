@@ -32,6 +32,8 @@ from bench._common import (
     HOST,
     GatewayProcess,
     call_in_process,
+    cpu_seconds,
+    cpu_used,
     exit_on_sigterm,
     fsync_count,
     member_db,
@@ -83,12 +85,14 @@ def fsync_floor(directory: Path, seconds: float) -> dict[str, Any]:
 # ---- the load generator (runs in its own process) -----------------------------------------------------
 
 
-def post_load(port: int, registers: int, warmup_s: float, duration_s: float, members: int) -> dict[str, Any]:
-    return asyncio.run(_post_load(port, registers, warmup_s, duration_s, members))
+def post_load(
+    port: int, gateway_pid: int, registers: int, warmup_s: float, duration_s: float, members: int
+) -> dict[str, Any]:
+    return asyncio.run(_post_load(port, gateway_pid, registers, warmup_s, duration_s, members))
 
 
 async def _post_load(
-    port: int, registers: int, warmup_s: float, duration_s: float, members: int
+    port: int, gateway_pid: int, registers: int, warmup_s: float, duration_s: float, members: int
 ) -> dict[str, Any]:
     from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
 
@@ -136,15 +140,27 @@ async def _post_load(
                 reply = got[0]
                 replies[reply.fields[0] if isinstance(reply, Frame) else reply.reason] += 1
 
+    cpu: dict[str, Any] = {}
+
+    async def sample_cpu() -> None:
+        # CPU time of the gateway and of this client over the measured window.
+        await asyncio.sleep(max(0.0, window_start - clock()))
+        before, mine = cpu_seconds(gateway_pid), time.process_time()
+        await asyncio.sleep(max(0.0, window_end - clock()))
+        cpu["gateway"] = cpu_used(before, cpu_seconds(gateway_pid))
+        cpu["client"] = time.process_time() - mine
+
     gc.disable()  # the client's own pauses would count as the gateway's latency
     try:
-        await asyncio.gather(*(register(i, r, w) for i, (r, w) in enumerate(connections)))
+        await asyncio.gather(
+            sample_cpu(), *(register(i, r, w) for i, (r, w) in enumerate(connections))
+        )
     finally:
         gc.enable()
         for _, writer in connections:
             writer.close()
     return {"latencies": latencies, "replies": dict(replies), "sent": sent,
-            "window_s": duration_s}
+            "window_s": duration_s, "cpu": cpu}
 
 
 # ---- the run --------------------------------------------------------------------------------------------
@@ -173,8 +189,9 @@ def run(
                 f"gateway pid {gateway.pid} ready on {HOST}:{gateway.port};"
                 f" {registers} registers, {warmup_s:.0f} s warm-up + {duration_s:.0f} s measured ..."
             )
+            assert gateway.gateway_pid is not None
             load = call_in_process(
-                post_load, gateway.port, registers, warmup_s, duration_s, members, timeout_s=timeout_s
+                post_load, gateway.port, gateway.gateway_pid, registers, warmup_s, duration_s, members, timeout_s=timeout_s
             )
         if trace is not None:
             result["fsyncs"] = fsync_count(trace)
@@ -185,6 +202,14 @@ def run(
         checks_per_s=ok / duration_s,
     )
     result["ratio"] = result["checks_per_s"] / floor["commits_per_s"]
+    if ok:
+        gateway_cpu = load["cpu"]["gateway"]
+        result["cpu_per_check_us"] = {k: v / ok * 1e6 for k, v in gateway_cpu.items()}
+        result["cpu_share"] = {
+            "gateway loop": gateway_cpu["loop"] / duration_s,
+            "gateway other threads": gateway_cpu["threads"] / duration_s,
+            "client": load["cpu"]["client"] / duration_s,
+        }
     result["throughput_met"] = result["checks_per_s"] >= TARGET_CHECKS_PER_S
     result["p99_met"] = result["post"]["p99"] < TARGET_P99_MS
     report(result)
@@ -211,6 +236,13 @@ def report(result: dict[str, Any]) -> None:
         f" {verdict(result['throughput_met'])}"
     )
     print(f"p99 {post['p99']:.3f} ms; target < {TARGET_P99_MS:.0f} ms: {verdict(result['p99_met'])}")
+    if "cpu_per_check_us" in result:
+        per, share = result["cpu_per_check_us"], result["cpu_share"]
+        print(
+            f"gateway CPU per check: {per['loop'] + per['threads']:.0f} us (event loop"
+            f" {per['loop']:.0f}, other threads {per['threads']:.0f}); cores busy in the window:"
+            + ", ".join(f" {k} {v:.2f}" for k, v in share.items())
+        )
     others = {k: v for k, v in result["replies"].items() if k != "POST_OK"}
     print(f"replies in the window: {result['replies']}" + ("  UNEXPECTED" if others else ""))
     fsyncs = result.get("fsyncs")

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import random
 import socket
 import sys
@@ -35,6 +36,8 @@ from bench._common import (
     call_in_process,
     card_number,
     child_setup,
+    cpu_seconds,
+    cpu_used,
     exit_on_sigterm,
     member_db,
     member_id,
@@ -90,9 +93,9 @@ def plan(requests: int, warmup: int, members: int, *, floor: bool) -> list[Phase
 # ---- the load generator (runs in its own process) ---------------------------------------------------
 
 
-def one_register(port: int, phases: list[Phase], members: int) -> dict[str, Any]:
+def one_register(port: int, server_pid: int, phases: list[Phase], members: int) -> dict[str, Any]:
     """One connection, one request at a time; returns per phase the latencies in seconds, the
-    reply commands seen, and the first reply's bytes."""
+    reply commands seen, the first reply's bytes, and the CPU time the server used."""
     from pos_adapters.sim.codec import Frame, FrameDecoder
 
     frames = {name: build_frames(cmd, n, members, seed, check) for name, cmd, n, seed, check, _ in phases}
@@ -108,6 +111,7 @@ def one_register(port: int, phases: list[Phase], members: int) -> dict[str, Any]
             first: bytes | None = None
             gc.collect()
             gc.disable()  # the client's own pauses would land in both measurements
+            cpu_before = cpu_seconds(server_pid)
             try:
                 for frame in frames[name]:
                     started = clock()
@@ -130,12 +134,14 @@ def one_register(port: int, phases: list[Phase], members: int) -> dict[str, Any]
                         replies["extra frames"] += len(got) - 1
             finally:
                 gc.enable()
+            cpu = cpu_used(cpu_before, cpu_seconds(server_pid))
             unexpected = sum(v for k, v in replies.items() if expect is not None and k != expect)
             out[name] = {
                 "latencies": latencies,
                 "replies": dict(replies),
                 "unexpected": unexpected,
                 "first_reply": first,
+                "server_cpu_s": cpu,
             }
     finally:
         sock.close()
@@ -169,7 +175,7 @@ def echo_floor(conn: Any, reply: bytes, max_s: float) -> None:
         server = await asyncio.start_server(handle, HOST, 0, limit=65536)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_reader(conn.fileno(), stop.set)  # readable = parent is done
-        conn.send(server.sockets[0].getsockname()[1])
+        conn.send((server.sockets[0].getsockname()[1], os.getpid()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max_s)
         server.close()
@@ -199,25 +205,29 @@ def run(members: int, requests: int, warmup: int, *, timeout_s: float) -> dict[s
                 f"gateway pid {gateway.pid} ready on {HOST}:{gateway.port} after"
                 f" {gateway.seconds_to_ready:.1f} s (start-up check of {result['db_mb']:.0f} MB)"
             )
+            assert gateway.gateway_pid is not None
             measured = call_in_process(
-                one_register, gateway.port, plan(requests, warmup, members, floor=False), members,
+                one_register, gateway.port, gateway.gateway_pid, plan(requests, warmup, members, floor=False), members,
                 timeout_s=timeout_s,
             )
     ident_reply = measured["IDENT"]["first_reply"] or measured["warmup IDENT"]["first_reply"]
     if ident_reply is None or b"IDENT_OK" not in ident_reply:
         raise RuntimeError(f"no IDENT_OK from the gateway: {measured['IDENT']['replies']}")
-    with server_process(echo_floor, ident_reply, timeout_s) as floor_port:
+    with server_process(echo_floor, ident_reply, timeout_s) as (floor_port, floor_pid):
         floor = call_in_process(
-            one_register, floor_port, plan(requests, warmup, members, floor=True), members,
+            one_register, floor_port, floor_pid, plan(requests, warmup, members, floor=True), members,
             timeout_s=timeout_s,
         )
     result["reply_bytes"] = len(ident_reply)
     for name in ("IDENT", "COUPON"):
         lat = measured[name]["latencies"]
         tenth = max(1, len(lat) // 10)
+        g_cpu, f_cpu = measured[name]["server_cpu_s"], floor[name]["server_cpu_s"]
         result[name] = {
             "gateway": summary_ms(lat),
             "floor": summary_ms(floor[name]["latencies"]),
+            "gateway_cpu_us": {k: v / len(lat) * 1e6 for k, v in g_cpu.items()},
+            "floor_cpu_us": sum(f_cpu.values()) / len(lat) * 1e6,
             "replies": measured[name]["replies"],
             "unexpected": measured[name]["unexpected"],
             "p50_first_tenth": summary_ms(lat[:tenth])["p50"],
@@ -254,6 +264,12 @@ def report(result: dict[str, Any]) -> None:
             f" (target <= {TARGET_FLOOR_RATIO:.0f}x: {verdict(r['ratio_met'])});"
             f" p99 {g['p99']:.3f} ms (target < {TARGET_P99_MS:.0f} ms: {verdict(r['p99_met'])});"
             f" p99 ratio {g['p99'] / f['p99']:.2f}x"
+        )
+        cpu = r["gateway_cpu_us"]
+        print(
+            f"  server CPU per request: gateway {cpu['loop'] + cpu['threads']:.0f} us"
+            f" (event loop {cpu['loop']:.0f}, other threads {cpu['threads']:.0f});"
+            f" floor {r['floor_cpu_us']:.0f} us"
         )
         print(
             f"  p50 over the first / last tenth of the run: {r['p50_first_tenth']:.3f} /"

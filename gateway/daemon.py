@@ -20,6 +20,10 @@ from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
+from sync.client import CentralClient
+from sync.forwarder import Forwarder
+from sync.heartbeat import run_heartbeat
+from sync.refresher import Refresher
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -40,9 +44,13 @@ def sd_notify(state: str) -> None:
 def service_options(settings: Settings) -> ServiceOptions:
     return ServiceOptions(
         store_id=settings.store_id,
+        gateway_id=settings.gateway_id,
         currency_decimals=currency_decimals(settings.currency),
         timezone=settings.tzinfo(),
         reservation_ttl=dt.timedelta(seconds=settings.coupons.reservation_ttl_s),
+        authorization_budget_s=settings.central.authorization_budget_ms / 1000,
+        offline_policy=settings.offline.coupon_policy,
+        offline_max_amount=settings.offline_coupon_max_minor,
     )
 
 
@@ -54,12 +62,22 @@ class Daemon:
     store: Store | None = None
     service: Gateway | None = None
     sim: SimTcpServer | None = None
+    central: CentralClient | None = None
+    forwarder: Forwarder | None = None
+    refresher: Refresher | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         settings = self.settings
         self.store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
-        self.service = Gateway(self.store, service_options(settings))
+        if settings.central.url:
+            self._start_sync(self.store)
+        self.service = Gateway(
+            self.store,
+            service_options(settings),
+            central_state=self.central.state if self.central else None,
+            authorizer=self.central,
+        )
         if settings.sim.enabled:
             responder = SimResponder(self.service, encoding=settings.sim.encoding)
             self.sim = SimTcpServer(
@@ -73,14 +91,54 @@ class Daemon:
             )
             await self.sim.start()
         self._tasks.append(asyncio.create_task(self._sweep_reservations(), name="sweeper"))
+        if self.central is not None:
+            self._run_sync(self.store, self.central)
         log.info(
             "gateway_ready",
             version=__version__,
             store_id=settings.store_id,
             database=str(settings.database_path),
             sim_port=self.sim.port if self.sim else None,
+            central=settings.central.url or "standalone",
         )
         sd_notify("READY=1")
+
+    def _start_sync(self, store: Store) -> None:
+        settings = self.settings
+        self.central = CentralClient(
+            settings.central, store_id=settings.store_id, gateway_id=settings.gateway_id
+        )
+        self.forwarder = Forwarder(store, self.central, batch_size=settings.central.batch_size)
+        self.refresher = Refresher(
+            store, self.central, interval_s=settings.central.refresh_interval_s
+        )
+        store.outbox_listeners.append(self.forwarder.wake)
+        self.central.on_recovery += [self.forwarder.wake, self.refresher.wake]
+
+    def _run_sync(self, store: Store, central: CentralClient) -> None:
+        assert self.forwarder is not None and self.refresher is not None
+        self._tasks += [
+            asyncio.create_task(self.forwarder.run(), name="forwarder"),
+            asyncio.create_task(self.refresher.run(), name="refresher"),
+            asyncio.create_task(
+                run_heartbeat(
+                    store,
+                    central,
+                    interval_s=self.settings.central.heartbeat_interval_s,
+                    adapters=self.adapter_states,
+                ),
+                name="heartbeat",
+            ),
+        ]
+
+    def adapter_states(self) -> dict[str, dict[str, object]]:
+        states: dict[str, dict[str, object]] = {}
+        if self.sim is not None:
+            states["sim_tcp"] = {
+                "state": "listening" if self.sim.listening else "stopped",
+                "connections": self.sim.stats.open_connections,
+            }
+        return states
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
@@ -89,6 +147,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.central is not None:
+            await self.central.aclose()
         if self.store is not None:
             await self.store.close()
         log.info("gateway_stopped")

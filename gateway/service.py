@@ -3,12 +3,13 @@ consent, post_check, ping. It turns register requests into store work and rule d
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -35,7 +36,7 @@ from gateway.domain.models import (
     Refusal,
     Settlement,
 )
-from gateway.domain.money import format_amount
+from gateway.domain.money import format_amount, parse_amount
 from gateway.domain.reasons import CASHIER_TEXT, Reason
 from gateway.rules.coupons import CouponUsage, coupon_refusal
 from gateway.rules.points import DEFAULT_RULES, EarnRules, points_for_total, tickets_and_wallet
@@ -55,13 +56,25 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class CouponAuthorizer(Protocol):
+    """Central's online coupon authorisation (sync.client.CentralClient is one)."""
+
+    async def authorize_coupon(
+        self, code: str, request: Mapping[str, Any], *, budget_s: float
+    ) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
     store_id: str
+    gateway_id: str = ""
     currency_decimals: int = 2
     timezone: dt.tzinfo = dt.UTC
     reservation_ttl: dt.timedelta = dt.timedelta(hours=2)
     rules: EarnRules = DEFAULT_RULES
+    authorization_budget_s: float = 0.3
+    offline_policy: Literal["allow", "deny", "allow_up_to"] = "allow"
+    offline_max_amount: int | None = None  # minor units, for allow_up_to
 
 
 @dataclass
@@ -70,12 +83,17 @@ class ServiceStats:
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     unknown_coupon_refs: int = 0
+    refused_coupon_refs: int = 0
+    offline_authorizations: int = 0
 
 
 def receipt_line(label: str, value: str) -> str:
-    """`label .... value` in exactly 32 columns (the label is cut first)."""
+    """`label .... value` in at most 32 columns: the label is cut first, then the value."""
+    value = value[:RECEIPT_WIDTH]
     room = RECEIPT_WIDTH - len(value) - 1
-    return f"{label[:room]:<{room}} {value}"[:RECEIPT_WIDTH]
+    if room <= 0:
+        return value
+    return f"{label[:room]:<{room}} {value}"
 
 
 def qty_text(qty_milli: int) -> str:
@@ -94,8 +112,10 @@ class Gateway:
         *,
         clock: Callable[[], dt.datetime] = utc_now,
         central_state: Callable[[], CentralState] | None = None,
+        authorizer: CouponAuthorizer | None = None,
     ) -> None:
         self.store = store
+        self._authorizer = authorizer
         self.options = options
         self._clock = clock
         self._central_state = central_state
@@ -201,7 +221,11 @@ class Gateway:
             return self._refuse("COUPON", Reason.STORAGE_FULL)
         if isinstance(result, Refusal):
             return self._refuse("COUPON", result.reason, result.message)
-        coupon, ref = result
+        coupon, ref = result.coupon, result.ref
+        if result.new and self._authorizer is not None and coupon.max_redemptions == 1:
+            refusal = await self._authorize_online(request, coupon, ref, now)
+            if refusal is not None:
+                return self._refuse("COUPON", refusal.reason, refusal.message)
         self._count("COUPON", "ok")
         if coupon.kind == "amount":
             value, label = coupon.value or "", f"{coupon.value} off"
@@ -217,6 +241,78 @@ class Gateway:
             item_object=coupon.item_object,
             message=f"Coupon OK: {label}",
         )
+
+    async def _authorize_online(
+        self, request: CouponRequest, coupon: Coupon, ref: str, now: dt.datetime
+    ) -> Refusal | None:
+        """Ask central whether a single-use coupon is still free, within the budget; when central
+        does not answer in time, the offline policy decides (DESIGN.md section 3)."""
+        assert self._authorizer is not None
+        options = self.options
+        today = now.astimezone(options.timezone).date()
+        check_part = str(request.check) if request.check else f"0:{ref}"
+        key = f"{options.store_id}:{today:%Y%m%d}:{request.wsid}:{check_part}:{coupon.code}"
+        body = {
+            "store_id": options.store_id,
+            "gateway_id": options.gateway_id,
+            "member_id": request.member_id,
+            "check": {
+                "business_date": today.isoformat(),
+                "wsid": request.wsid,
+                "check": request.check,
+            },
+            "idempotency_key": key,
+        }
+        budget = options.authorization_budget_s
+        try:
+            answer = await asyncio.wait_for(
+                self._authorizer.authorize_coupon(coupon.code, body, budget_s=budget), budget
+            )
+            approved = answer.get("status") == "approved"
+            reason = str(answer.get("reason") or "")
+        except Exception as error:  # no answer in time, or none at all: the store decides
+            self.stats.offline_authorizations += 1
+            log.info("coupon_authorization_offline", code=coupon.code, error=type(error).__name__)
+            allowed = self._offline_allows(coupon, request.subtotal)
+            if allowed:
+                await self.store.note_authorization(ref, how="offline", authorization_id=None)
+                return None
+            await self._release(ref, request, now, reason="offline_policy")
+            return Refusal(Reason.UNAVAILABLE, "Coupon check unavailable")
+        if approved:
+            await self.store.note_authorization(
+                ref, how="online", authorization_id=str(answer.get("authorization_id") or "")
+            )
+            return None
+        await self._release(ref, request, now, reason="declined")
+        try:
+            known = Reason(reason)
+        except ValueError:
+            known = Reason.ALREADY_REDEEMED
+        return Refusal(known, CASHIER_TEXT.get(known, "Coupon refused"))
+
+    def _offline_allows(self, coupon: Coupon, subtotal: int) -> bool:
+        policy = self.options.offline_policy
+        if policy == "allow":
+            return True
+        if policy == "deny":
+            return False
+        limit = self.options.offline_max_amount or 0
+        decimals = self.options.currency_decimals
+        if coupon.kind == "amount" and coupon.value is not None:
+            return parse_amount(coupon.value, decimals) <= limit
+        if coupon.kind == "percent" and coupon.value is not None:
+            return subtotal * int(coupon.value) // 100 <= limit
+        return False  # a free item has no amount here to weigh against the limit
+
+    async def _release(
+        self, ref: str, request: CouponRequest, now: dt.datetime, *, reason: str
+    ) -> None:
+        def released(ref: str, code: str) -> OutboxEvent:
+            payload = {"code": code, "coupon_ref": ref, "reason": reason, "wsid": request.wsid}
+            return self._event("coupon.released", {**payload, "check": request.check}, now)
+
+        await self.store.release_coupon(ref, now, released, released_by=reason)
 
     async def void_coupon(self, request: CouponVoidRequest) -> CouponVoidOk | Refusal:
         now = self._clock()
@@ -335,7 +431,7 @@ class Gateway:
         if unknown:
             self.stats.unknown_coupon_refs += len(unknown)
             log.warning("post_unknown_coupon_refs", refs=unknown, check=request.check)
-        events = [self._check_posted(request, coupons, earned, tickets, now)]
+        events = [self._check_posted(request, coupons, earned, ledger, now)]
         events += [
             self._event(
                 "coupon.redeemed",
@@ -350,8 +446,12 @@ class Gateway:
                 now,
             )
             for c in coupons
-            if c.code is not None and c.status != "redeemed"
+            if c.redeemable
         ]
+        refused = [c.ref for c in coupons if c.code is not None and not c.redeemable]
+        if refused:
+            self.stats.refused_coupon_refs += len(refused)
+            log.warning("post_coupon_refs_not_redeemed", refs=refused, check=request.check)
         return Settlement(reply=reply, ledger=ledger, events=events)
 
     def _check_posted(
@@ -359,9 +459,11 @@ class Gateway:
         request: PostRequest,
         coupons: list[ReservedCoupon],
         earned: int,
-        tickets: int,
+        ledger: LedgerEntry | None,
         now: dt.datetime,
     ) -> OutboxEvent:
+        # earn_mode and wallet_delta tell central where the points went (DESIGN.md section 6).
+        lottery = ledger is not None and (ledger.tickets != 0 or ledger.wallet != 0)
         return self._event(
             "check.posted",
             {
@@ -373,10 +475,16 @@ class Gateway:
                 "subtotal": self._money(request.subtotal),
                 "total": self._money(request.total),
                 "items": [self._item(i) for i in request.items],
-                "coupons": [c.code for c in coupons if c.code is not None],
+                "coupons": [c.code for c in coupons if c.redeemable],
                 "unknown_coupon_refs": [c.ref for c in coupons if c.code is None],
+                # Known refs this check could not redeem: already used, or used up meanwhile.
+                "refused_coupon_refs": [
+                    c.ref for c in coupons if c.code is not None and not c.redeemable
+                ],
                 "points_earned": earned,
-                "tickets_earned": tickets,
+                "tickets_earned": ledger.tickets if ledger else 0,
+                "wallet_delta": ledger.wallet if ledger else 0,
+                "earn_mode": "lottery" if lottery else "points",
                 "rules_version": self.options.rules.version,
             },
             now,

@@ -187,6 +187,7 @@ def test_points_per_unit_multiplies_before_rounding() -> None:
 
 # ---- tickets and wallet ------------------------------------------------------------------
 
+
 @given(
     wallet_before=st.integers(-10_000, 10_000),
     points=st.integers(-10_000, 10_000),
@@ -259,9 +260,7 @@ def refusal(
         ),
         pytest.param({"valid_to": "2026-11-23T11:59:59Z"}, {}, Reason.EXPIRED, id="expired"),
         pytest.param({"member_id": "M2"}, {}, Reason.WRONG_MEMBER, id="other-member"),
-        pytest.param(
-            {"member_id": "M2"}, {"member_id": None}, Reason.WRONG_MEMBER, id="no-member"
-        ),
+        pytest.param({"member_id": "M2"}, {"member_id": None}, Reason.WRONG_MEMBER, id="no-member"),
         pytest.param({"member_id": "M1"}, {}, None, id="own-member"),
         pytest.param({"min_spend": "20.00"}, {"subtotal": 1999}, Reason.MIN_SPEND, id="min"),
         pytest.param({"min_spend": "20.00"}, {"subtotal": 2000}, None, id="min-exact"),

@@ -1,4 +1,4 @@
-"""The SQLite store: schema and start-up checks, the single writer, a full disk, the member cache."""
+"""The SQLite store: schema and start-up checks, the single writer, a full disk, members."""
 
 from __future__ import annotations
 
@@ -35,6 +35,17 @@ def query(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[o
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def garble_middle_pages(path: Path) -> None:
+    """Write garbage over whole pages in the middle of a closed database, the header intact."""
+    wal = Path(f"{path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # everything is in the main file
+    size = path.stat().st_size
+    assert size > 40 * PAGE_SIZE
+    with path.open("r+b") as f:
+        f.seek((size // PAGE_SIZE // 2) * PAGE_SIZE)
+        f.write(bytes(range(256)) * (8 * PAGE_SIZE // 256))
 
 
 async def outbox_ids(store: Store) -> set[str]:
@@ -107,12 +118,7 @@ async def test_a_corrupted_database_is_refused_at_open(tmp_path: Path) -> None:
         [member_record(f"M{n}", display_name=f"Member {n}" * 5) for n in range(3000)]
     )
     await store.close()
-    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
-    size = path.stat().st_size
-    assert size > 40 * PAGE_SIZE
-    with path.open("r+b") as f:  # garbage over whole pages in the middle, the header intact
-        f.seek((size // PAGE_SIZE // 2) * PAGE_SIZE)
-        f.write(bytes(range(256)) * (8 * PAGE_SIZE // 256))
+    garble_middle_pages(path)
     # The daemon's start-up is Store.open: it must refuse rather than serve from damaged data.
     with pytest.raises((StoreCorrupt, sqlite3.DatabaseError)):
         await Store.open(path)
@@ -133,7 +139,8 @@ async def test_a_failing_job_fails_only_its_own_caller(store: Store) -> None:
     def insert(n: int) -> Callable[[sqlite3.Connection], int]:
         def job(conn: sqlite3.Connection) -> int:
             conn.execute(
-                "INSERT INTO outbox (event_id, type, occurred_at, payload) VALUES (?, 't', '', '{}')",
+                "INSERT INTO outbox (event_id, type, occurred_at, payload)"
+                " VALUES (?, 't', '', '{}')",
                 (f"JOB{n}",),
             )
             return n
@@ -205,12 +212,8 @@ def _append(e: OutboxEvent) -> Callable[[sqlite3.Connection], None]:
 async def test_a_full_database_refuses_posts_keeps_what_was_acknowledged_and_recovers(
     store: Store, service: Gateway
 ) -> None:
-    pages = await store.writer.run_on_thread(
-        lambda c: c.execute("PRAGMA page_count").fetchone()[0]
-    )
-    await store.writer.run_on_thread(
-        lambda c: c.execute(f"PRAGMA max_page_count = {pages + 4}")
-    )
+    pages = await store.writer.run_on_thread(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await store.writer.run_on_thread(lambda c: c.execute(f"PRAGMA max_page_count = {pages + 4}"))
     acknowledged: list[int] = []
     refusal: Refusal | None = None
     for check in range(1, 2000):

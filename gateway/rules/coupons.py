@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 from gateway.domain.models import Coupon
-from gateway.domain.money import parse_amount
 from gateway.domain.reasons import Reason
 
 
@@ -40,8 +40,12 @@ def coupon_refusal(
             return Reason.WRONG_MEMBER, "Identify the member first"
         return Reason.WRONG_MEMBER, "Coupon belongs to another member"
     if coupon.min_spend is not None:
-        minimum = parse_amount(coupon.min_spend, decimals)
-        if subtotal < minimum:
+        # Compared as decimals: central may send more digits than the store currency has.
+        try:
+            minimum = Decimal(coupon.min_spend)
+        except InvalidOperation:
+            return Reason.NOT_ELIGIBLE, "Coupon data unreadable"
+        if Decimal(subtotal).scaleb(-decimals) < minimum:
             return Reason.MIN_SPEND, f"Minimum spend {coupon.min_spend}"
     if coupon.max_redemptions is not None:
         if usage.redeemed >= coupon.max_redemptions:

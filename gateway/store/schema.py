@@ -114,6 +114,28 @@ MIGRATIONS: list[str] = [
         changed_by TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: sync with central
+    """
+    -- A coupon redeemed here while central could not be asked, that central later found used
+    -- elsewhere: kept for the loyalty team, shown in status.
+    CREATE TABLE offline_conflicts (
+        event_id      TEXT PRIMARY KEY,
+        code          TEXT NOT NULL,
+        coupon_ref    TEXT,
+        business_date TEXT,
+        wsid          INTEGER,
+        check_no      INTEGER,
+        member_id     TEXT,
+        reason        TEXT NOT NULL,
+        detected_at   TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
+    CREATE INDEX ledger_event ON ledger(event_id);
+    ALTER TABLE coupon_reservations ADD COLUMN authorization TEXT;
+    ALTER TABLE coupon_reservations ADD COLUMN authorization_id TEXT;
+    -- void (the register took it off the check), expired, declined, offline_policy
+    ALTER TABLE coupon_reservations ADD COLUMN released_by TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

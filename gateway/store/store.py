@@ -19,6 +19,7 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.domain.ids import new_ulid
 from gateway.domain.models import (
     Balance,
     Coupon,
@@ -31,9 +32,8 @@ from gateway.domain.models import (
 from gateway.domain.reasons import Reason
 from gateway.rules.coupons import CouponUsage
 from gateway.store.schema import migrate
-from gateway.store.writer import StorageFull, Writer, connect
-
-__all__ = ["CheckKey", "ReservedCoupon", "StorageFull", "Store", "StoreCorrupt", "utc_stamp"]
+from gateway.store.writer import StorageFull as StorageFull
+from gateway.store.writer import Writer, connect
 
 
 class StoreCorrupt(Exception):
@@ -63,6 +63,9 @@ class ReservedCoupon:
     ref: str
     code: str | None  # None when the register sent a ref this store does not know
     status: str | None
+    # Whether posting this check redeems it: a live reservation does; a released one only if
+    # the coupon still has a use left (its reservation expired or was voided meanwhile).
+    redeemable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,29 +164,56 @@ def _insert_events(conn: sqlite3.Connection, events: Iterable[OutboxEvent]) -> N
 
 # What a posted check's points depend on: the member's row with its balance, and its coupons'
 # reservations. Raw rows, so that the writer can compare them cheaply with what the loop saw.
-CheckContext = tuple[tuple[Any, ...] | None, tuple[tuple[str, Any, Any], ...]]
+CheckContext = tuple[tuple[Any, ...] | None, tuple[tuple[str, Any, Any, bool], ...]]
 
 
 def _check_context(
-    conn: sqlite3.Connection, member_id: str | None, coupon_refs: Sequence[str]
+    conn: sqlite3.Connection, member_id: str | None, coupon_refs: Sequence[str], now_s: str
 ) -> CheckContext:
     member_row = None
     if member_id is not None:
         found = conn.execute(_MEMBER_VIEW_SQL + " WHERE m.member_id = ?", (member_id,)).fetchone()
         member_row = tuple(found) if found is not None else None
-    coupons = []
-    for ref in coupon_refs:
+    coupons: list[tuple[str, Any, Any, bool]] = []
+    claimed: dict[str, int] = {}  # uses this check takes again, per code
+    for ref in dict.fromkeys(coupon_refs):  # a ref listed twice is one coupon
         row = conn.execute(
-            "SELECT code, status FROM coupon_reservations WHERE ref = ?", (ref,)
+            "SELECT code, status, released_by, expires_at FROM coupon_reservations WHERE ref = ?",
+            (ref,),
         ).fetchone()
-        coupons.append((ref, row[0], row[1]) if row else (ref, None, None))
+        if row is None:
+            coupons.append((ref, None, None, False))
+            continue
+        code, status, released_by, expires_at = str(row[0]), str(row[1]), row[2], str(row[3])
+        live = status == "reserved" and expires_at > now_s
+        # A live reservation holds its use. A voided coupon was taken off the check. One whose
+        # reservation expired was used, late: it redeems only if the coupon has a use left.
+        redeemable = live
+        lapsed = (status == "reserved" and not live) or (
+            status == "released" and released_by != "void"
+        )
+        if lapsed:
+            limit = conn.execute(
+                "SELECT json_extract(record, '$.max_redemptions') FROM coupons WHERE code = ?",
+                (code,),
+            ).fetchone()
+            used = conn.execute(
+                "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND ref != ? AND"
+                " (status = 'redeemed' OR (status = 'reserved' AND expires_at > ?))",
+                (code, ref, now_s),
+            ).fetchone()[0]
+            allowed = None if limit is None or limit[0] is None else int(limit[0])
+            redeemable = allowed is None or used + claimed.get(code, 0) < allowed
+            if redeemable:
+                claimed[code] = claimed.get(code, 0) + 1
+        coupons.append((ref, code, status, redeemable))
     return member_row, tuple(coupons)
 
 
 def _context_views(context: CheckContext) -> tuple[MemberView | None, list[ReservedCoupon]]:
     member_row, coupons = context
     view = _member_view(member_row) if member_row is not None else None
-    return view, [ReservedCoupon(ref, code, status) for ref, code, status in coupons]
+    return view, [ReservedCoupon(*coupon) for coupon in coupons]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +246,129 @@ def _post_ok_from_json(text: str) -> PostOk:
     return PostOk(earned, balance, tickets, wallet, tuple(lines))
 
 
+COUPON_CONFLICT = "COUPON_CONFLICT"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    coupon: Coupon
+    ref: str
+    new: bool  # False when the same check asked for the same coupon again
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBatch:
+    batch_id: str
+    events: list[OutboxEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """Central's answer for one event (DESIGN.md section 3)."""
+
+    event_id: str
+    status: str  # accepted | duplicate | rejected
+    reason: str | None = None
+    applied_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    delivered: int
+    dead_letters: int
+    conflicts: int
+    unanswered: int
+
+
+def _outbox_row(row: Sequence[Any]) -> OutboxEvent:
+    return OutboxEvent(str(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """What one page of central's changes asks of the cache."""
+
+    members: Sequence[Member] = ()
+    deleted_members: Sequence[str] = ()
+    coupons: Sequence[Coupon] = ()
+    deleted_coupons: Sequence[str] = ()
+    state: Sequence[tuple[str, str]] = ()  # sync_state rows: the cursor, the rules document
+
+
+def _members_job(members: Sequence[Member]) -> Callable[[sqlite3.Connection], None]:
+    now = utc_stamp(dt.datetime.now(dt.UTC))
+    rows = [
+        (
+            m.member_id,
+            m.display_name,
+            m.tier,
+            m.birthday,
+            json.dumps(m.flags),
+            m.earn_mode,
+            int(m.lottery_consent),
+            m.points_balance,
+            m.wallet_points,
+            utc_stamp(m.balance_as_of) if m.balance_as_of else None,
+            m.model_dump_json(),
+            now,
+        )
+        for m in members
+    ]
+    ids = json.dumps([m.member_id for m in members])
+    identifiers = [(i, m.member_id) for m in members for i in m.identifiers]
+
+    def job(conn: sqlite3.Connection) -> None:
+        if not rows:
+            return
+        conn.execute(
+            "DELETE FROM member_identifiers WHERE member_id IN (SELECT value FROM json_each(?))",
+            (ids,),
+        )
+        conn.executemany("INSERT OR REPLACE INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        # An identifier that moved to another member follows it.
+        conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", identifiers)
+        # A new balance from central may include entries that were pending here.
+        with_entries = conn.execute(
+            "SELECT DISTINCT member_id FROM ledger WHERE member_id IN"
+            " (SELECT value FROM json_each(?))",
+            (ids,),
+        ).fetchall()
+        for statement in _RECOMPUTE_PENDING:
+            conn.executemany(statement, with_entries)
+
+    return job
+
+
+def _member_deletions_job(member_ids: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
+    params = [(i,) for i in member_ids]
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", params)
+        conn.executemany("DELETE FROM members WHERE member_id = ?", params)
+        conn.executemany("DELETE FROM member_pending WHERE member_id = ?", params)
+
+    return job
+
+
+def _coupons_job(coupons: Sequence[Coupon]) -> Callable[[sqlite3.Connection], None]:
+    now = utc_stamp(dt.datetime.now(dt.UTC))
+    rows = [(c.code, c.model_dump_json(), now) for c in coupons]
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT OR REPLACE INTO coupons VALUES (?, ?, ?)", rows)
+
+    return job
+
+
+def _coupon_deletions_job(codes: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
+    params = [(c,) for c in codes]
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.executemany("DELETE FROM coupons WHERE code = ?", params)
+
+    return job
+
+
 class Store:
     """Open with `await Store.open(path)`; close with `await store.close()`."""
 
@@ -230,6 +383,12 @@ class Store:
         self.writer = writer
         self._reader = reader
         self._lookup = lookup
+        # Called after a commit that added events to the outbox (the forwarder's wake-up).
+        self.outbox_listeners: list[Callable[[], None]] = []
+
+    def _outbox_changed(self) -> None:
+        for listener in self.outbox_listeners:
+            listener()
 
     @classmethod
     async def open(cls, path: Path, *, max_db_mb: int = 0) -> Store:
@@ -296,6 +455,20 @@ class Store:
         )
         return _post_ok_from_json(row[0]) if row else None
 
+    def get_state(self, key: str) -> str | None:
+        """A value of `sync_state` (cursor, last catalog hash, ...)."""
+        row = self._one("SELECT value FROM sync_state WHERE key = ?", (key,))
+        return str(row[0]) if row else None
+
+    async def set_state(self, key: str, value: str | None) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute("DELETE FROM sync_state WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO sync_state VALUES (?, ?)", (key, value))
+
+        await self.writer.submit(job)
+
     async def ledger_total(self, member_id: str) -> tuple[int, int, int]:
         """(points, wallet, tickets) this store has recorded for a member."""
         async with self._reader.execute(
@@ -330,70 +503,49 @@ class Store:
     # ---- the cache (import and, later, central's changes) -------------------------------------
 
     async def upsert_members(self, members: Sequence[Member]) -> None:
-        now = utc_stamp(dt.datetime.now(dt.UTC))
-        rows = [
-            (
-                m.member_id,
-                m.display_name,
-                m.tier,
-                m.birthday,
-                json.dumps(m.flags),
-                m.earn_mode,
-                int(m.lottery_consent),
-                m.points_balance,
-                m.wallet_points,
-                utc_stamp(m.balance_as_of) if m.balance_as_of else None,
-                m.model_dump_json(),
-                now,
-            )
-            for m in members
-        ]
-        ids = [m.member_id for m in members]
-        identifiers = [(i, m.member_id) for m in members for i in m.identifiers]
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT OR REPLACE INTO members VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
-            )
-            conn.executemany(
-                "DELETE FROM member_identifiers WHERE member_id = ?", [(i,) for i in ids]
-            )
-            # An identifier that moved to another member follows it.
-            conn.executemany("INSERT OR REPLACE INTO member_identifiers VALUES (?, ?)", identifiers)
-            # A new balance from central may include entries that were pending here.
-            with_entries = conn.execute(
-                "SELECT member_id FROM member_pending WHERE member_id IN"
-                " (SELECT value FROM json_each(?))",
-                (json.dumps(ids),),
-            ).fetchall()
-            for statement in _RECOMPUTE_PENDING:
-                conn.executemany(statement, with_entries)
-
-        await self.writer.submit(job)
+        await self.writer.submit(_members_job(members))
 
     async def delete_members(self, member_ids: Sequence[str]) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            params = [(i,) for i in member_ids]
-            conn.executemany("DELETE FROM member_identifiers WHERE member_id = ?", params)
-            conn.executemany("DELETE FROM members WHERE member_id = ?", params)
-            conn.executemany("DELETE FROM member_pending WHERE member_id = ?", params)
-
-        await self.writer.submit(job)
+        await self.writer.submit(_member_deletions_job(member_ids))
 
     async def upsert_coupons(self, coupons: Sequence[Coupon]) -> None:
-        now = utc_stamp(dt.datetime.now(dt.UTC))
-        rows = [(c.code, c.model_dump_json(), now) for c in coupons]
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT OR REPLACE INTO coupons VALUES (?, ?, ?)", rows)
-
-        await self.writer.submit(job)
+        await self.writer.submit(_coupons_job(coupons))
 
     async def delete_coupons(self, codes: Sequence[str]) -> None:
+        await self.writer.submit(_coupon_deletions_job(codes))
+
+    async def apply_changes(self, page: ChangePage) -> None:
+        """One page of central's changes, with the cursor after it, in one transaction: a crash
+        leaves either the whole page applied and the cursor moved, or neither."""
+        jobs = [
+            _members_job(page.members),
+            _member_deletions_job(page.deleted_members),
+            _coupons_job(page.coupons),
+            _coupon_deletions_job(page.deleted_coupons),
+        ]
+        state = dict(page.state)
+
         def job(conn: sqlite3.Connection) -> None:
-            conn.executemany("DELETE FROM coupons WHERE code = ?", [(c,) for c in codes])
+            for part in jobs:
+                part(conn)
+            conn.executemany("INSERT OR REPLACE INTO sync_state VALUES (?, ?)", state.items())
 
         await self.writer.submit(job)
+
+    async def remove_stale(self, since: str) -> int:
+        """After a full snapshot: drop the members and coupons it did not bring (central deleted
+        them while this store was not listening). `since` is when the snapshot began."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            stale = "SELECT member_id FROM members WHERE updated_at < ?"
+            conn.execute(f"DELETE FROM member_identifiers WHERE member_id IN ({stale})", (since,))
+            conn.execute(f"DELETE FROM member_pending WHERE member_id IN ({stale})", (since,))
+            members = conn.execute("DELETE FROM members WHERE updated_at < ?", (since,)).rowcount
+            coupons = conn.execute("DELETE FROM coupons WHERE updated_at < ?", (since,)).rowcount
+            return int(members) + int(coupons)
+
+        removed: int = await self.writer.submit(job)
+        return removed
 
     # ---- coupons at the register ---------------------------------------------------------------
 
@@ -407,12 +559,12 @@ class Store:
         now: dt.datetime,
         ttl: dt.timedelta,
         decide: CouponDecision,
-    ) -> tuple[Coupon, str] | Refusal:
+    ) -> Reservation | Refusal:
         """Reserve `code` for a check, or say why not; the usage counts are read in the write
         transaction, so two registers can never both get the last use of a coupon."""
         now_s, expires_s = utc_stamp(now), utc_stamp(now + ttl)
 
-        def job(conn: sqlite3.Connection) -> tuple[Coupon, str] | Refusal:
+        def job(conn: sqlite3.Connection) -> Reservation | Refusal:
             row = conn.execute("SELECT record FROM coupons WHERE code = ?", (code,)).fetchone()
             if row is None:
                 return Refusal(Reason.UNKNOWN_COUPON, "Coupon not recognised")
@@ -424,7 +576,7 @@ class Store:
                     (code, wsid, check, now_s),
                 ).fetchone()
                 if same is not None:
-                    return coupon, str(same[0])
+                    return Reservation(coupon, str(same[0]), new=False)
             redeemed, elsewhere, mine = conn.execute(
                 """SELECT
                      COUNT(*) FILTER (WHERE status = 'redeemed'),
@@ -443,15 +595,33 @@ class Store:
                 " reserved_at, expires_at) VALUES (?, ?, ?, ?, ?, 'reserved', ?, ?)",
                 (ref, code, wsid, check, member_id, now_s, expires_s),
             )
-            return coupon, ref
+            return Reservation(coupon, ref, new=True)
 
         # A reservation survives a crash of the process; a power cut may lose it, and the
         # check that used it still posts (see docs/decisions.md).
-        result: tuple[Coupon, str] | Refusal = await self.writer.submit(job, durable=False)
+        result: Reservation | Refusal = await self.writer.submit(job, durable=False)
         return result
 
+    async def note_authorization(self, ref: str, *, how: str, authorization_id: str | None) -> None:
+        """Record how a reservation was authorised: `online` by central, or `offline` by the
+        store's policy (such redemptions may later turn out to be conflicts)."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE coupon_reservations SET authorization = ?, authorization_id = ?"
+                " WHERE ref = ?",
+                (how, authorization_id, ref),
+            )
+
+        await self.writer.submit(job, durable=False)
+
     async def release_coupon(
-        self, ref: str, now: dt.datetime, make_event: Callable[[str, str], OutboxEvent]
+        self,
+        ref: str,
+        now: dt.datetime,
+        make_event: Callable[[str, str], OutboxEvent],
+        *,
+        released_by: str = "void",
     ) -> Refusal | None:
         """Release a reservation (COUPON_VOID). Releasing twice is fine; a redeemed one is not."""
         now_s = utc_stamp(now)
@@ -467,14 +637,15 @@ class Store:
                 return Refusal(Reason.ALREADY_REDEEMED, "Coupon already redeemed")
             if status == "reserved":
                 conn.execute(
-                    "UPDATE coupon_reservations SET status = 'released', finished_at = ?"
-                    " WHERE ref = ?",
-                    (now_s, ref),
+                    "UPDATE coupon_reservations SET status = 'released', finished_at = ?,"
+                    " released_by = ? WHERE ref = ?",
+                    (now_s, released_by, ref),
                 )
                 _insert_events(conn, [make_event(ref, code)])
             return None
 
         result: Refusal | None = await self.writer.submit(job, durable=False)
+        self._outbox_changed()
         return result
 
     async def release_expired(
@@ -497,6 +668,8 @@ class Store:
             return len(rows)
 
         released: int = await self.writer.submit(job)
+        if released:
+            self._outbox_changed()
         return released
 
     # ---- checks ------------------------------------------------------------------------------
@@ -519,7 +692,7 @@ class Store:
         coupons changed in between, so the receipt's balance is always exact.
         """
         date_s, now_s = key.business_date.isoformat(), utc_stamp(now)
-        seen = _check_context(self._lookup, member_id, coupon_refs)
+        seen = _check_context(self._lookup, member_id, coupon_refs, now_s)
         first = _CheckRows.build(settle(*_context_views(seen)))
 
         def job(conn: sqlite3.Connection) -> tuple[PostOk, bool]:
@@ -535,7 +708,7 @@ class Store:
                 ).fetchone()
                 return _post_ok_from_json(stored[0]), False
             rows = first
-            current = _check_context(conn, member_id, coupon_refs)
+            current = _check_context(conn, member_id, coupon_refs, now_s)
             if current != seen:
                 rows = _CheckRows.build(settle(*_context_views(current)))
                 conn.execute(
@@ -565,16 +738,145 @@ class Store:
                     (entry.member_id, entry.points, entry.wallet, entry.tickets),
                 )
             conn.executemany(_INSERT_EVENT, rows.events)
-            if coupon_refs:
+            redeemed = [c[0] for c in current[1] if c[3]]
+            if redeemed:
                 conn.executemany(
                     "UPDATE coupon_reservations SET status = 'redeemed', finished_at = ?,"
-                    " posted_key = ? WHERE ref = ? AND status != 'redeemed'",
-                    [(now_s, key.text(), ref) for ref in coupon_refs],
+                    " posted_key = ? WHERE ref = ?",
+                    [(now_s, key.text(), ref) for ref in redeemed],
                 )
             return rows.settlement.reply, True
 
         result: tuple[PostOk, bool] = await self.writer.submit(job)
+        self._outbox_changed()
         return result
+
+    # ---- the outbox, towards central ---------------------------------------------------------
+
+    async def next_batch(self, max_events: int, max_bytes: int) -> OutboxBatch | None:
+        """The batch to send next: an unfinished one (sent before a restart or a failure, with
+        the same id and events), else the oldest events that fit, stamped with a new batch id."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT batch_id FROM outbox WHERE batch_id IS NOT NULL ORDER BY seq LIMIT 1"
+        )
+        unfinished = next(iter(rows), None)
+        if unfinished is not None:
+            batch_id = str(unfinished[0])
+            rows = await self._reader.execute_fetchall(
+                "SELECT event_id, type, occurred_at, payload FROM outbox WHERE batch_id = ?"
+                " ORDER BY seq",
+                (batch_id,),
+            )
+            return OutboxBatch(batch_id, [_outbox_row(r) for r in rows])
+        rows = await self._reader.execute_fetchall(
+            "SELECT event_id, type, occurred_at, payload FROM outbox WHERE batch_id IS NULL"
+            " ORDER BY seq LIMIT ?",
+            (max_events,),
+        )
+        events: list[OutboxEvent] = []
+        size = 0
+        for row in rows:
+            size += len(row[3]) + len(row[0]) + len(row[1]) + len(row[2]) + 64
+            if events and size > max_bytes:
+                break
+            events.append(_outbox_row(row))
+        if not events:
+            return None
+        batch_id = new_ulid()
+        ids = json.dumps([e.event_id for e in events])
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET batch_id = ?, attempts = attempts + 1"
+                " WHERE event_id IN (SELECT value FROM json_each(?))",
+                (batch_id, ids),
+            )
+
+        # Not worth an fsync: losing the stamp only means the events go in a new batch.
+        await self.writer.submit(job, durable=False)
+        return OutboxBatch(batch_id, events)
+
+    async def finish_batch(
+        self, batch: OutboxBatch, results: Sequence[EventResult]
+    ) -> BatchOutcome:
+        """Apply central's per-event results: delivered events leave the outbox (their ledger
+        entries get central's `applied_at`), rejected ones go to dead letters (or, for a coupon
+        central found used elsewhere, to offline conflicts), and events central did not answer
+        go back to the queue to be sent again."""
+        by_id = {e.event_id: e for e in batch.events}
+        now_s = utc_stamp(dt.datetime.now(dt.UTC))
+        delivered: list[tuple[str]] = []
+        applied: list[tuple[str, str]] = []
+        dead: list[tuple[str, str, str, str, str, str]] = []
+        conflicts: list[tuple[Any, ...]] = []
+        answered: set[str] = set()
+        for result in results:
+            event = by_id.get(result.event_id)
+            if event is None or result.event_id in answered:
+                continue  # not ours, or answered twice: the first answer counts
+            answered.add(result.event_id)
+            if result.status in ("accepted", "duplicate"):
+                delivered.append((event.event_id,))
+                if result.applied_at:
+                    applied.append((result.applied_at, event.event_id))
+            elif result.reason == COUPON_CONFLICT and event.type == "coupon.redeemed":
+                p = event.payload
+                conflicts.append(
+                    (
+                        event.event_id,
+                        p.get("code", ""),
+                        p.get("coupon_ref"),
+                        p.get("business_date"),
+                        p.get("wsid"),
+                        p.get("check"),
+                        p.get("member_id"),
+                        result.reason,
+                        now_s,
+                    )
+                )
+                delivered.append((event.event_id,))
+            else:
+                payload = json.dumps(event.payload, separators=(",", ":"))
+                reason = result.reason or "REJECTED"
+                dead.append((event.event_id, event.type, event.occurred_at, payload, reason, now_s))
+                delivered.append((event.event_id,))
+        unanswered = [(e.event_id,) for e in batch.events if e.event_id not in answered]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany("UPDATE ledger SET applied_at = ? WHERE event_id = ?", applied)
+            conn.executemany("INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?,?)", dead)
+            conn.executemany(
+                "INSERT OR REPLACE INTO offline_conflicts VALUES (?,?,?,?,?,?,?,?,?)", conflicts
+            )
+            conn.executemany("DELETE FROM outbox WHERE event_id = ?", delivered)
+            conn.executemany("UPDATE outbox SET batch_id = NULL WHERE event_id = ?", unanswered)
+
+        await self.writer.submit(job)
+        return BatchOutcome(
+            delivered=len(delivered) - len(dead) - len(conflicts),
+            dead_letters=len(dead),
+            conflicts=len(conflicts),
+            unanswered=len(unanswered),
+        )
+
+    async def release_batch(self, batch: OutboxBatch) -> None:
+        """Give a batch's events back to the queue (central refused the batch as a whole)."""
+        ids = json.dumps([e.event_id for e in batch.events])
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET batch_id = NULL WHERE event_id IN"
+                " (SELECT value FROM json_each(?))",
+                (ids,),
+            )
+
+        await self.writer.submit(job, durable=False)
+
+    async def outbox_depth(self) -> tuple[int, str | None]:
+        """(events waiting, occurred_at of the oldest)."""
+        rows = await self._reader.execute_fetchall("SELECT COUNT(*), MIN(occurred_at) FROM outbox")
+        row = next(iter(rows))
+        return int(row[0]), row[1]
 
     # ---- members' choices and program switches --------------------------------------------------
 
@@ -591,6 +893,7 @@ class Store:
             _insert_events(conn, [event])
 
         await self.writer.submit(job)
+        self._outbox_changed()
 
     async def set_program_paused(self, program: str, paused: bool, *, by: str) -> None:
         now_s = utc_stamp(dt.datetime.now(dt.UTC))
@@ -608,6 +911,7 @@ class Store:
             _insert_events(conn, events)
 
         await self.writer.submit(job, durable=durable)
+        self._outbox_changed()
 
     def append_events_nowait(self, events: Sequence[OutboxEvent]) -> None:
         """Queue events that ride with the next commit (identification events): the register

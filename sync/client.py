@@ -1,0 +1,285 @@
+"""The one HTTP client to central: keep-alive, verified TLS, a bearer token read from a file,
+gzip request bodies, and the connection state the registers see in `PONG`.
+
+Every call either returns central's answer or raises `CentralUnavailable` (retry later: network
+error, timeout, 5xx, 429) or `CentralRefused` (central said no: any other 4xx). The client logs
+central going away once and coming back once, not at every retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import gzip
+import json
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from gateway import __version__
+from gateway.config import CentralSettings
+from gateway.domain.models import OutboxEvent
+from gateway.store.store import EventResult
+
+log = structlog.get_logger("sync.client")
+
+GZIP_ABOVE = 1024  # bytes; smaller bodies are not worth compressing
+CentralState = Literal["ONLINE", "OFFLINE"]
+
+
+class CentralError(Exception):
+    pass
+
+
+class CentralUnavailable(CentralError):
+    """No usable answer: try again later (after `retry_after` seconds when central said so)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class CentralRefused(CentralError):
+    """Central answered with a 4xx other than 429: sending the same again will not help."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
+
+
+@dataclass
+class ChangesPage:
+    changes: list[dict[str, Any]]
+    next_cursor: str
+    has_more: bool
+
+
+def _ssl_context(settings: CentralSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    if settings.client_cert is not None:
+        context.load_cert_chain(
+            str(settings.client_cert),
+            str(settings.client_key) if settings.client_key else None,
+        )
+    return context
+
+
+class CentralClient:
+    """`async with CentralClient(...) as central:`; one per daemon."""
+
+    def __init__(
+        self,
+        settings: CentralSettings,
+        *,
+        store_id: str,
+        gateway_id: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if settings.url is None:
+            raise ValueError("central.url is not set")
+        self.settings = settings
+        self.store_id = store_id
+        self.gateway_id = gateway_id
+        self._token_file = settings.token_file
+        self._token = self._read_token()
+        self._http = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/"),
+            timeout=httpx.Timeout(settings.timeout_s),
+            verify=_ssl_context(settings),
+            headers={
+                "X-Gateway-Id": gateway_id,
+                "User-Agent": f"edge-gateway/{__version__}",
+                "Accept": "application/json",
+            },
+            limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=60),
+            transport=transport,
+        )
+        self._last_answer: float | None = None  # monotonic time of the last HTTP answer
+        self._last_attempt_failed = False
+        self._down_since: float | None = None
+        self.on_recovery: list[Callable[[], None]] = []  # called when central comes back
+
+    async def __aenter__(self) -> CentralClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- connection state ------------------------------------------------------------------------
+
+    def state(self) -> CentralState:
+        """ONLINE when the last attempt got an HTTP answer within two refresh intervals."""
+        if self._last_answer is None or self._last_attempt_failed:
+            return "OFFLINE"
+        age = time.monotonic() - self._last_answer
+        return "ONLINE" if age <= 2 * self.settings.refresh_interval_s else "OFFLINE"
+
+    @property
+    def last_answer_age_s(self) -> float | None:
+        return None if self._last_answer is None else time.monotonic() - self._last_answer
+
+    def _answered(self) -> None:
+        self._last_answer = time.monotonic()
+        self._last_attempt_failed = False
+        if self._down_since is not None:
+            log.info("central_recovered", down_s=round(time.monotonic() - self._down_since, 1))
+            self._down_since = None
+            for callback in self.on_recovery:
+                callback()
+
+    def _failed(self, error: str) -> None:
+        self._last_attempt_failed = True
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("central_unreachable", error=error, url=self.settings.url)
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def _read_token(self) -> str | None:
+        if self._token_file is None:
+            return None
+        return Path(self._token_file).read_text(encoding="utf-8").strip() or None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        budget_s: float | None = None,
+    ) -> httpx.Response:
+        headers: dict[str, str] = {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        content: bytes | None = None
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+            if len(content) > GZIP_ABOVE:
+                content = gzip.compress(content, compresslevel=5)
+                headers["Content-Encoding"] = "gzip"
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=budget_s if budget_s is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as error:  # refused, reset, timed out, TLS failure ...
+            self._failed(f"{type(error).__name__}: {error}")
+            raise CentralUnavailable(f"{type(error).__name__}: {error}") from error
+        self._answered()  # any HTTP answer counts as an exchange
+        if response.status_code == 401 and self._token_file is not None:
+            self._token = self._read_token()  # the token may have been rotated on disk
+        if response.status_code in (429, 503) or response.status_code >= 500:
+            raise CentralUnavailable(
+                f"central answered {response.status_code}",
+                status=response.status_code,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if response.status_code >= 400:
+            code, message = "HTTP_" + str(response.status_code), response.text[:200]
+            try:
+                detail = response.json()
+                code = str(detail.get("error", code))
+                message = str(detail.get("message", message))
+            except ValueError:
+                pass
+            raise CentralRefused(response.status_code, code, message)
+        return response
+
+    def _store_path(self, tail: str) -> str:
+        return f"/v1/stores/{self.store_id}/{tail}"
+
+    async def post_events(self, batch_id: str, events: Sequence[OutboxEvent]) -> list[EventResult]:
+        body = {
+            "batch_id": batch_id,
+            "events": [
+                {
+                    "id": e.event_id,
+                    "type": e.type,
+                    "occurred_at": e.occurred_at,
+                    "payload": e.payload,
+                }
+                for e in events
+            ],
+        }
+        response = await self._request("POST", self._store_path("events"), body=body)
+        try:
+            results = response.json()["results"]
+            return [
+                EventResult(
+                    event_id=str(r["id"]),
+                    status=str(r["status"]),
+                    reason=r.get("reason"),
+                    applied_at=r.get("applied_at"),
+                )
+                for r in results
+            ]
+        except (ValueError, KeyError, TypeError) as error:
+            # An answer we cannot read is no answer: every event will be sent again.
+            raise CentralUnavailable(f"unreadable events answer: {error}") from error
+
+    async def changes(self, cursor: str, limit: int) -> ChangesPage:
+        response = await self._request(
+            "GET", self._store_path("changes"), params={"cursor": cursor, "limit": limit}
+        )
+        try:
+            body = response.json()
+            return ChangesPage(
+                changes=list(body["changes"]),
+                next_cursor=str(body["next_cursor"]),
+                has_more=bool(body["has_more"]),
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise CentralUnavailable(f"unreadable changes answer: {error}") from error
+
+    async def authorize_coupon(
+        self, code: str, request: Mapping[str, Any], *, budget_s: float
+    ) -> dict[str, Any]:
+        path = f"/v1/coupons/{quote(code, safe='')}/authorizations"
+        response = await self._request("POST", path, body=dict(request), budget_s=budget_s)
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def put_catalog(self, catalog: Mapping[str, Any]) -> dict[str, Any]:
+        response = await self._request("PUT", self._store_path("catalog"), body=dict(catalog))
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def heartbeat(self, beat: Mapping[str, Any]) -> None:
+        await self._request("POST", self._store_path("heartbeat"), body=dict(beat))

@@ -1,0 +1,164 @@
+"""Store and forward: the outbox, in order and in batches, to central — nothing lost, nothing
+counted twice.
+
+An event leaves the outbox only when central answered for it (`accepted` or `duplicate`), or went
+to dead letters (`rejected`); an event central did not answer for is sent again. A batch is
+stamped with its id before it is sent, so a batch cut short by a crash is sent again whole, under
+the same id, after the restart. Central de-duplicates on event ids, so a lost acknowledgement
+costs a resend, never a double count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_random_exponential,
+)
+
+from gateway.domain.ids import new_ulid
+from gateway.domain.models import OutboxEvent
+from gateway.store.store import EventResult, Store
+from sync.client import CentralClient, CentralRefused, CentralUnavailable
+
+log = structlog.get_logger("sync.forwarder")
+
+MAX_BATCH_BYTES = 1024 * 1024 - 4096  # central takes 1 MiB; leave room for the envelope
+IDLE_POLL_S = 5.0  # an idle forwarder looks again this often even without a wake-up
+
+
+@dataclass
+class ForwarderStats:
+    batches: int = 0
+    delivered: int = 0
+    dead_letters: int = 0
+    conflicts: int = 0
+    resent: int = 0
+    split_batches: int = 0
+    failures: int = 0
+    last_success: float | None = None  # wall-clock time of the last delivered batch
+
+
+class _WaitForCentral:
+    """Exponential backoff with full jitter, but never sooner than central's Retry-After."""
+
+    def __init__(self, ceiling_s: float) -> None:
+        self._jitter = wait_random_exponential(multiplier=0.5, max=ceiling_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = float(self._jitter(state))
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, CentralUnavailable) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        return delay
+
+
+class Forwarder:
+    """Run with `await forwarder.run()` (forever); `wake()` when new events are committed."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: CentralClient,
+        *,
+        batch_size: int = 500,
+        max_bytes: int = MAX_BATCH_BYTES,
+        backoff_ceiling_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.batch_size = batch_size
+        self.max_bytes = max_bytes
+        self.backoff_ceiling_s = backoff_ceiling_s
+        self.stats = ForwarderStats()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sent = await self.send_next()
+            except Exception:  # a full disk, a bug: never the end of forwarding
+                log.exception("forwarder_error")
+                sent = False
+            if not sent:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+
+    async def drain(self) -> None:
+        """Send until the outbox is empty (for `edge-gateway drain` and the tests)."""
+        while await self.send_next():
+            pass
+
+    async def send_next(self) -> bool:
+        """Send one batch, retrying until central answers. False when there was nothing."""
+        batch = await self.store.next_batch(self.batch_size, self.max_bytes)
+        if batch is None:
+            return False
+        results = await self._deliver(batch.batch_id, batch.events)
+        outcome = await self.store.finish_batch(batch, results)
+        self.stats.batches += 1
+        self.stats.delivered += outcome.delivered
+        self.stats.dead_letters += outcome.dead_letters
+        self.stats.conflicts += outcome.conflicts
+        self.stats.resent += outcome.unanswered
+        self.stats.last_success = time.time()
+        if outcome.dead_letters:
+            log.warning("events_dead_lettered", count=outcome.dead_letters, batch=batch.batch_id)
+        if outcome.conflicts:
+            log.warning("offline_coupon_conflicts", count=outcome.conflicts)
+        return True
+
+    async def _deliver(self, batch_id: str, events: Sequence[OutboxEvent]) -> list[EventResult]:
+        """Central's results for these events; a batch central refuses as a whole (400) is
+        split in halves until the event it refuses stands alone, which becomes a dead letter."""
+        try:
+            return await self._post_until_answered(batch_id, events)
+        except CentralRefused as refused:
+            if len(events) == 1:
+                reason = f"{refused.code}: {refused.message}"[:500]
+                return [EventResult(events[0].event_id, "rejected", reason, None)]
+            self.stats.split_batches += 1
+            half = len(events) // 2
+            first = await self._deliver(new_ulid(), events[:half])
+            return first + await self._deliver(new_ulid(), events[half:])
+
+    async def _post_until_answered(
+        self, batch_id: str, events: Sequence[OutboxEvent]
+    ) -> list[EventResult]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_worth_retrying),
+            wait=_WaitForCentral(self.backoff_ceiling_s),
+            reraise=True,
+            before_sleep=self._count_failure,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.client.post_events(batch_id, events)
+        raise AssertionError("unreachable: the retry loop has no stop")
+
+    def _count_failure(self, state: RetryCallState) -> None:
+        self.stats.failures += 1
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, CentralRefused) and self.stats.failures % 100 == 1:
+            # 401/403/404 for a whole batch is a setting to fix (token, store id), not data.
+            log.error("central_refuses_batches", status=error.status, error=error.code)
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    """Everything but a refusal of the batch's content (400, 413), which splitting resolves."""
+    if isinstance(error, CentralRefused):
+        return error.status not in (400, 413)
+    return isinstance(error, CentralUnavailable)

@@ -1,0 +1,57 @@
+"""The heartbeat: every minute, central learns this gateway's version, queue, cursor and
+adapters, so the loyalty team sees a store going quiet before the store calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from gateway import __version__
+from gateway.store.store import Store, utc_stamp
+from sync.client import CentralClient, CentralError
+from sync.refresher import CURSOR
+
+log = structlog.get_logger("sync.heartbeat")
+
+AdapterStates = Callable[[], Mapping[str, Mapping[str, Any]]]
+
+
+async def build_heartbeat(
+    store: Store, gateway_id: str, adapters: AdapterStates | None = None
+) -> dict[str, Any]:
+    counts = await store.counts()
+    now = dt.datetime.now(dt.UTC)
+    oldest_age = None
+    if counts.outbox_oldest:
+        oldest = dt.datetime.fromisoformat(counts.outbox_oldest.replace("Z", "+00:00"))
+        oldest_age = round(max(0.0, (now - oldest).total_seconds()), 3)
+    return {
+        "gateway_id": gateway_id,
+        "version": __version__,
+        "sent_at": utc_stamp(now),
+        "queue_depth": counts.outbox_depth,
+        "oldest_event_age_s": oldest_age,
+        "cursor": store.get_state(CURSOR),
+        "adapters": {name: dict(state) for name, state in (adapters() if adapters else {}).items()},
+        "dead_letters": counts.dead_letters,
+    }
+
+
+async def run_heartbeat(
+    store: Store,
+    client: CentralClient,
+    *,
+    interval_s: float,
+    adapters: AdapterStates | None = None,
+) -> None:
+    """Forever: one heartbeat per interval. A failed one is not retried: the next one follows."""
+    while True:
+        # A failure is logged by the client (once); the refresher and forwarder do the retrying.
+        with contextlib.suppress(CentralError):
+            await client.heartbeat(await build_heartbeat(store, client.gateway_id, adapters))
+        await asyncio.sleep(interval_s)
