@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,6 +16,9 @@ from gateway import __version__
 from gateway.config import ConfigError, Settings, load_settings, render_effective
 from gateway.logging import configure_logging
 from gateway.store.importer import Kind
+
+if TYPE_CHECKING:
+    from sync.client import CentralClient
 
 PROGRAMS = ("lottery",)
 
@@ -41,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=None, help="SIM port (default: sim.port)")
     simulate.add_argument("--registers", type=int, default=0, help="load: registers at once")
     simulate.add_argument("--duration", type=float, default=10.0, help="load: seconds")
+    sync = commands.add_parser("sync", help="fetch central's changes into the cache now")
+    sync.add_argument("--full", action="store_true", help="start over from a full snapshot")
+    catalog = commands.add_parser("catalog", help="the POS menu sent to central")
+    catalog.add_argument("action", choices=("push", "show"))
+    catalog.add_argument("--force", action="store_true", help="send even if unchanged")
+    catalog.add_argument("--file", type=Path, help="the export (default: catalog.export_file)")
+    reference = commands.add_parser(
+        "reference-server", help="run the reference central server (demo, tests)"
+    )
+    reference.add_argument("args", nargs=argparse.REMAINDER, help="see --help of it")
     for verb in ("pause", "resume"):
         switch = commands.add_parser(verb, help=f"{verb} a program at every register at once")
         switch.add_argument("program", choices=PROGRAMS)
@@ -108,6 +121,85 @@ async def _switch(settings: Settings, program: str, paused: bool, by: str) -> in
     return 0
 
 
+def _central(settings: Settings) -> CentralClient:
+    from sync.client import CentralClient
+
+    if not settings.central.url:
+        _fail("central.url is not set: this gateway runs standalone", 2)
+    return CentralClient(
+        settings.central, store_id=settings.store_id, gateway_id=settings.gateway_id
+    )
+
+
+async def _sync(settings: Settings, full: bool) -> int:
+    from gateway.store.store import Store
+    from sync.client import CentralError
+    from sync.refresher import Refresher
+
+    store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+    console = Console(stderr=True)
+    try:
+        async with _central(settings) as central:
+            refresher = Refresher(store, central)
+            with Progress(
+                TextColumn("changes"),
+                BarColumn(),
+                TextColumn("{task.completed} applied"),
+                console=console,
+            ) as bar:
+                task = bar.add_task("sync", total=None)
+                run = refresher.full if full else refresher.refresh
+                applied = await run(lambda n: bar.advance(task, n))
+    except CentralError as error:
+        console.print(f"central did not answer: {error}", markup=False)
+        return 1
+    finally:
+        await store.close()
+    stats = refresher.stats
+    console.print(
+        f"applied {applied} changes: {stats.members} members, {stats.coupons} coupons,"
+        f" {stats.deletions} deletions, {stats.rules_versions} rules;"
+        f" skipped {stats.bad_records} bad records and {sum(stats.unknown_kinds.values())}"
+        " of unknown kinds",
+        markup=False,
+    )
+    return 0
+
+
+async def _catalog(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.store.store import Store
+    from sync.catalog import push_catalog, read_menu_export
+    from sync.client import CentralError
+
+    export = args.file or settings.catalog.export_file
+    if export is None:
+        _fail("no catalog export: set catalog.export_file or pass --file", 2)
+    console = Console()
+    if args.action == "show":
+        text = export.read_bytes().decode(settings.catalog.encoding, errors="replace")
+        parsed = read_menu_export(text)
+        for product in parsed.products[:50]:
+            console.print(product.as_json(), markup=False)
+        for line, reason in parsed.problems:
+            console.print(f"line {line}: {reason}", markup=False)
+        console.print(f"{len(parsed.products)} products, {len(parsed.problems)} bad rows")
+        return 0
+    store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+    try:
+        async with _central(settings) as central:
+            result = await push_catalog(
+                store, central, export, encoding=settings.catalog.encoding, force=args.force
+            )
+    except CentralError as error:
+        console.print(f"central did not answer: {error}", markup=False)
+        return 1
+    finally:
+        await store.close()
+    verdict = "sent" if result.sent else "unchanged, not sent"
+    console.print(f"catalog {verdict}: {result.products} products, {result.content_hash}")
+    return 0
+
+
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from pos_adapters.sim.simulate import run_load, run_scenario
 
@@ -127,6 +219,10 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "reference-server":
+        from sync.reference_server import main as reference_main
+
+        return reference_main(args.args)
     if args.command == "check-config":
         settings = _settings(args.config)
         sys.stdout.write(render_effective(settings))
@@ -143,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_import(settings, args.kind, args.file, args.file.stat().st_size))
     if args.command in ("pause", "resume"):
         return asyncio.run(_switch(settings, args.program, args.command == "pause", args.by))
+    if args.command == "sync":
+        return asyncio.run(_sync(settings, args.full))
+    if args.command == "catalog":
+        return asyncio.run(_catalog(settings, args))
     if args.command == "simulate":
         return asyncio.run(_simulate(settings, args))
     _fail(f"unknown command {args.command}")

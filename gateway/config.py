@@ -397,6 +397,22 @@ class CouponSettings(BaseModel):
     reservation_ttl_s: Annotated[int, Field(gt=0)] = 7200
 
 
+def _check_clock_time(value: str) -> str:
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+        raise ValueError("must be a time of day HH:MM, e.g. 04:30")
+    return value
+
+
+class CatalogSettings(BaseModel):
+    """The POS menu sent to central once a day (an addition to DESIGN.md section 4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    export_file: OptionalPath = None
+    encoding: str = "cp1252"
+    push_at: Annotated[str, AfterValidator(_check_clock_time)] = "04:30"
+
+
 def _amount_as_text(value: Any) -> Any:
     if isinstance(value, bool):
         return value  # let the str type refuse it
@@ -486,6 +502,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     coupons: CouponSettings = Field(default_factory=CouponSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     offline: OfflineSettings = Field(default_factory=OfflineSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -20,7 +20,8 @@ from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
-from sync.client import CentralClient
+from sync.catalog import push_catalog, seconds_until
+from sync.client import CentralClient, CentralError
 from sync.forwarder import Forwarder
 from sync.heartbeat import run_heartbeat
 from sync.refresher import Refresher
@@ -130,6 +131,33 @@ class Daemon:
                 name="heartbeat",
             ),
         ]
+        if self.settings.catalog.export_file is not None:
+            self._tasks.append(
+                asyncio.create_task(self._push_catalog_daily(store, central), name="catalog")
+            )
+
+    async def _push_catalog_daily(self, store: Store, central: CentralClient) -> None:
+        catalog = self.settings.catalog
+        assert catalog.export_file is not None
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            await asyncio.sleep(seconds_until(catalog.push_at, now, self.settings.tzinfo()))
+            for attempt in range(12):  # central away at push time: try again for an hour
+                try:
+                    await push_catalog(
+                        store, central, catalog.export_file, encoding=catalog.encoding
+                    )
+                    break
+                except CentralError:
+                    await asyncio.sleep(300)
+                except OSError as error:
+                    log.error(
+                        "catalog_export_unreadable",
+                        file=str(catalog.export_file),
+                        error=str(error),
+                        attempt=attempt,
+                    )
+                    break
 
     def adapter_states(self) -> dict[str, dict[str, object]]:
         states: dict[str, dict[str, object]] = {}
