@@ -252,6 +252,7 @@ class CentralSettings(BaseModel):
     refresh_interval_s: PositiveSeconds = 30.0
     heartbeat_interval_s: PositiveSeconds = 60.0
     authorization_budget_ms: Annotated[int, Field(gt=0)] = 300
+    backoff_max_s: PositiveSeconds = 60.0  # longest wait between retries (addition to DESIGN)
 
     @field_validator("url")
     @classmethod

@@ -109,7 +109,12 @@ class Daemon:
         self.central = CentralClient(
             settings.central, store_id=settings.store_id, gateway_id=settings.gateway_id
         )
-        self.forwarder = Forwarder(store, self.central, batch_size=settings.central.batch_size)
+        self.forwarder = Forwarder(
+            store,
+            self.central,
+            batch_size=settings.central.batch_size,
+            backoff_ceiling_s=settings.central.backoff_max_s,
+        )
         self.refresher = Refresher(
             store, self.central, interval_s=settings.central.refresh_interval_s
         )
