@@ -334,10 +334,9 @@ class Gateway:
         """Free the coupons of checks that never posted (run on a timer by the daemon)."""
         now = self._clock()
 
-        def expired(ref: str, code: str) -> OutboxEvent:
-            return self._event(
-                "coupon.released", {"code": code, "coupon_ref": ref, "reason": "expired"}, now
-            )
+        def expired(ref: str, code: str, wsid: int, check: int) -> OutboxEvent:
+            payload = {"code": code, "coupon_ref": ref, "reason": "expired"}
+            return self._event("coupon.released", {**payload, "wsid": wsid, "check": check}, now)
 
         return await self.store.release_expired(now, expired)
 

@@ -649,22 +649,22 @@ class Store:
         return result
 
     async def release_expired(
-        self, now: dt.datetime, make_event: Callable[[str, str], OutboxEvent]
+        self, now: dt.datetime, make_event: Callable[[str, str, int, int], OutboxEvent]
     ) -> int:
         """Release every reservation whose check never posted in time; returns how many."""
         now_s = utc_stamp(now)
 
         def job(conn: sqlite3.Connection) -> int:
             rows = conn.execute(
-                "SELECT ref, code FROM coupon_reservations WHERE status = 'reserved'"
-                " AND expires_at <= ?",
+                "SELECT ref, code, wsid, check_no FROM coupon_reservations"
+                " WHERE status = 'reserved' AND expires_at <= ?",
                 (now_s,),
             ).fetchall()
             conn.executemany(
                 "UPDATE coupon_reservations SET status = 'released', finished_at = ? WHERE ref = ?",
                 [(now_s, r[0]) for r in rows],
             )
-            _insert_events(conn, [make_event(r[0], r[1]) for r in rows])
+            _insert_events(conn, [make_event(r[0], r[1], r[2], r[3]) for r in rows])
             return len(rows)
 
         released: int = await self.writer.submit(job)
