@@ -1,33 +1,58 @@
 #!/usr/bin/env bash
-# The demo: a sample store's gateway with its cache filled, a register's visit, then some load.
+# The demo: a reference central, a store's gateway that fills its cache from it, a register's
+# visit, load, and an outage of central that loses nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EDGE_GATEWAY_CONFIG="$PWD/demo/gateway.toml"
 GW=.venv/bin/edge-gateway
-mkdir -p var/demo
+PY=.venv/bin/python
+DB=var/demo/gateway.db
+rm -rf var/demo && mkdir -p var/demo
 
-echo "== Importing the sample store's members and coupons"
-$GW import members gateway/sample/members.jsonl
-$GW import coupons gateway/sample/coupons.jsonl
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
 
-echo "== Starting the gateway (log: var/demo/gateway.log)"
+wait_for() {  # wait_for FILE PATTERN PID
+  for _ in $(seq 1 150); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || { cat "$1"; exit 1; }
+    sleep 0.1
+  done
+  echo "gave up waiting for $2 in $1"; exit 1
+}
+
+echo "== Starting the reference central on 127.0.0.1:18080 (sample members and coupons)"
+$PY -m sync.reference_server --port 18080 --db var/demo/central.db > var/demo/central.log 2>&1 &
+pids+=($!)
+wait_for var/demo/central.log "admin on" $!
+ADMIN=$(grep -o 'http://[^ ]*/_admin/' var/demo/central.log)
+
+echo "== Starting the gateway (log: var/demo/gateway.log); it takes a snapshot from central"
 $GW run > var/demo/gateway.log 2>&1 &
-gateway_pid=$!
-trap 'kill -TERM $gateway_pid 2>/dev/null || true; wait $gateway_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  grep -q gateway_ready var/demo/gateway.log 2>/dev/null && break
-  kill -0 $gateway_pid 2>/dev/null || { cat var/demo/gateway.log; exit 1; }
-  sleep 0.1
-done
+pids+=($!)
+wait_for var/demo/gateway.log gateway_ready $!
+$PY demo/central_ctl.py wait-members $DB
 
 echo "== A customer at register 7: identify, coupon, posted check, a retransmission, consent"
 $GW simulate
 
-echo "== Ten registers posting checks for five seconds"
+echo "== Ten registers for five seconds"
 $GW simulate --registers 10 --duration 5
+$PY demo/central_ctl.py wait-drained $DB
+$PY demo/central_ctl.py stats "$ADMIN"
 
-echo "== Stopping the gateway (SIGTERM: answers finish, the writer flushes)"
-kill -TERM $gateway_pid
-wait $gateway_pid
+echo "== Central goes away; the registers are still answered and every check is kept"
+$PY demo/central_ctl.py down "$ADMIN" true
+$GW simulate --registers 4 --duration 3
+$PY demo/central_ctl.py outbox $DB
+
+echo "== Central comes back; the gateway sends what it kept, once"
+$PY demo/central_ctl.py down "$ADMIN" false
+$PY demo/central_ctl.py wait-drained $DB
+$PY demo/central_ctl.py stats "$ADMIN"
+
+echo "== Stopping (SIGTERM: answers finish, the writer flushes)"
+cleanup
 trap - EXIT
-tail -n 3 var/demo/gateway.log
+grep -E "central_unreachable|central_recovered|gateway_stopped" var/demo/gateway.log | tail -n 4
