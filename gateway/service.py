@@ -344,7 +344,7 @@ class Gateway:
         view = await self.store.member(request.member_id)
         if view is None:
             return self._refuse("CONSENT", Reason.UNKNOWN_MEMBER)
-        if view.lottery_paused:
+        if view.lottery_paused and request.join:  # leaving is always possible
             return self._refuse("CONSENT", Reason.PROGRAM_PAUSED, "Lottery paused")
         if request.join and not view.member.lottery_eligible:
             return self._refuse("CONSENT", Reason.NOT_ELIGIBLE, "Not eligible for the lottery")
@@ -509,5 +509,6 @@ class Gateway:
             lines.append(receipt_line("Wallet points", str(balance.wallet)))
         else:
             lines.append(receipt_line("Points this visit", str(earned)))
-        lines.append(receipt_line("Points balance", str(balance.points)))
+        if member is not None:  # a member this store does not hold: central knows the balance
+            lines.append(receipt_line("Points balance", str(balance.points)))
         return tuple(lines[:RECEIPT_LINES])

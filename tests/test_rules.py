@@ -312,6 +312,37 @@ def test_coupon_refusal_table(
     assert refusal(coupon, **kwargs) == expected  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("min_spend", "decimals", "subtotal", "expected"),
+    [
+        ("20.00", 2, 1999, Reason.MIN_SPEND),
+        ("20.00", 2, 2000, None),
+        ("20.005", 2, 2000, Reason.MIN_SPEND),  # more digits than the currency: still compared
+        ("20.005", 2, 2001, None),
+        ("20.00", 0, 19, Reason.MIN_SPEND),
+        ("20.00", 0, 20, None),
+        ("20", 3, 19_999, Reason.MIN_SPEND),
+        ("20", 3, 20_000, None),
+        ("twenty", 2, 10**9, Reason.NOT_ELIGIBLE),
+    ],
+)
+def test_min_spend_is_compared_exactly_whatever_its_notation(
+    min_spend: str, decimals: int, subtotal: int, expected: Reason | None
+) -> None:
+    coupon = coupon_record("MIN", min_spend=min_spend)
+    found = coupon_refusal(
+        coupon, member_id=None, subtotal=subtotal, decimals=decimals, now=NOW, usage=FREE
+    )
+    assert (found[0] if found else None) == expected
+
+
+@pytest.mark.parametrize("min_spend", ["NaN", "sNaN"])
+def test_a_not_a_number_min_spend_is_refused_not_raised(min_spend: str) -> None:
+    coupon = coupon_record("NAN", min_spend=min_spend)
+    found = coupon_refusal(coupon, member_id=None, subtotal=5000, decimals=2, now=NOW, usage=FREE)
+    assert found is not None and found[0] == Reason.NOT_ELIGIBLE
+
+
 def test_a_coupon_is_valid_at_both_ends_of_its_window() -> None:
     coupon = coupon_record("EDGE", valid_from="2026-11-23T12:00:00Z", valid_to=NOW.isoformat())
     assert refusal(coupon, now=NOW) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def garble_middle_pages(path: Path) -> None:
     with path.open("r+b") as f:
         f.seek((size // PAGE_SIZE // 2) * PAGE_SIZE)
         f.write(bytes(range(256)) * (8 * PAGE_SIZE // 256))
+
+
+def writer_threads() -> int:
+    return sum(t.name.startswith("sqlite-writer") for t in threading.enumerate())
+
+
+def write_garbage_file(path: Path) -> None:
+    path.write_bytes(b"not a database at all. " * 1000)
 
 
 async def outbox_ids(store: Store) -> set[str]:
@@ -119,9 +128,27 @@ async def test_a_corrupted_database_is_refused_at_open(tmp_path: Path) -> None:
     )
     await store.close()
     garble_middle_pages(path)
+    threads = writer_threads()
     # The daemon's start-up is Store.open: it must refuse rather than serve from damaged data.
     with pytest.raises((StoreCorrupt, sqlite3.DatabaseError)):
         await Store.open(path)
+    assert writer_threads() == threads  # the refused open cleaned up after itself
+
+
+async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    write_garbage_file(path)
+    with pytest.raises(sqlite3.DatabaseError):
+        await Store.open(path)
+
+
+async def test_a_refused_open_leaves_no_writer_thread_behind(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    write_garbage_file(path)
+    threads = writer_threads()
+    with pytest.raises(sqlite3.DatabaseError):
+        await Store.open(path)
+    assert writer_threads() == threads
 
 
 # ---- the writer --------------------------------------------------------------------------------
@@ -310,12 +337,6 @@ async def test_delete_members_removes_them_and_their_identifiers(store: Store) -
     assert await store.member_by_identifier("6001000000000005") is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store.upsert_members (gateway/store/store.py) recomputes pending sums only for "
-    "members that still have a member_pending row; delete_members dropped it, so a re-imported "
-    "member's unapplied ledger entries vanish from the balance",
-)
 async def test_a_re_imported_member_still_shows_unapplied_points(
     store: Store, service: Gateway
 ) -> None:

@@ -44,6 +44,8 @@ def coupon_refusal(
         try:
             minimum = Decimal(coupon.min_spend)
         except InvalidOperation:
+            minimum = Decimal("NaN")
+        if not minimum.is_finite():
             return Reason.NOT_ELIGIBLE, "Coupon data unreadable"
         if Decimal(subtotal).scaleb(-decimals) < minimum:
             return Reason.MIN_SPEND, f"Minimum spend {coupon.min_spend}"

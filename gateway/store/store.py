@@ -119,7 +119,10 @@ def _lookup_connection(path: Path) -> sqlite3.Connection:
 
 
 def _check_and_migrate(conn: sqlite3.Connection) -> tuple[int, int]:
-    problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as error:  # damaged beyond what quick_check can list
+        raise StoreCorrupt(str(error)) from error
     if problems != ["ok"]:
         raise StoreCorrupt("; ".join(str(p) for p in problems[:5]))
     return migrate(conn)
@@ -280,6 +283,20 @@ class BatchOutcome:
     unanswered: int
 
 
+def _central_stamp(text: str | None) -> str | None:
+    """Central's RFC 3339 stamp in our one shape, so that it compares as text with
+    `balance_as_of` (also stored through `utc_stamp`); None when it cannot be read."""
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return utc_stamp(moment)
+
+
 def _outbox_row(row: Sequence[Any]) -> OutboxEvent:
     return OutboxEvent(str(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
 
@@ -395,8 +412,8 @@ class Store:
         """Check the database (quick_check), migrate it, and start the writer."""
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = Writer(lambda: connect(path, max_db_mb=max_db_mb))
-        await writer.start()
         try:
+            await writer.start()
             await writer.run_on_thread(_check_and_migrate)
             reader = await aiosqlite.connect(path, isolation_level=None)
         except BaseException:
@@ -817,8 +834,9 @@ class Store:
             answered.add(result.event_id)
             if result.status in ("accepted", "duplicate"):
                 delivered.append((event.event_id,))
-                if result.applied_at:
-                    applied.append((result.applied_at, event.event_id))
+                stamp = _central_stamp(result.applied_at)
+                if stamp is not None:
+                    applied.append((stamp, event.event_id))
             elif result.reason == COUPON_CONFLICT and event.type == "coupon.redeemed":
                 p = event.payload
                 conflicts.append(

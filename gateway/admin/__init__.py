@@ -1,0 +1,1 @@
+"""The local admin HTTP API: health, readiness, status and Prometheus metrics."""
