@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=None, help="SIM port (default: sim.port)")
     simulate.add_argument("--registers", type=int, default=0, help="load: registers at once")
     simulate.add_argument("--duration", type=float, default=10.0, help="load: seconds")
+    commands.add_parser("status", help="what the running gateway is doing (admin API)")
     sync = commands.add_parser("sync", help="fetch central's changes into the cache now")
     sync.add_argument("--full", action="store_true", help="start over from a full snapshot")
     catalog = commands.add_parser("catalog", help="the POS menu sent to central")
@@ -118,6 +119,53 @@ async def _switch(settings: Settings, program: str, paused: bool, by: str) -> in
     finally:
         await store.close()
     Console().print(f"{program}: {'paused' if paused else 'running'}")
+    return 0
+
+
+def _status(settings: Settings) -> int:
+    import httpx
+    from rich.table import Table
+
+    admin = settings.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::") else admin.host
+    headers = {}
+    if admin.token_file is not None:
+        headers["Authorization"] = f"Bearer {admin.token_file.read_text().strip()}"
+    try:
+        response = httpx.get(f"http://{host}:{admin.port}/status", headers=headers, timeout=5)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        _fail(f"the gateway's admin API at {host}:{admin.port} did not answer: {error}", 1)
+    status = response.json()
+    table = Table(title=f"edge-gateway {status['version']} — store {status['store_id']}")
+    table.add_column("what")
+    table.add_column("now", overflow="fold")
+    outbox = status["outbox"]
+    rows = [
+        ("central", f"{status['central']['state']} {status['central'].get('url') or ''}"),
+        ("outbox", f"{outbox['depth']} events, oldest {outbox['oldest_age_s'] or 0:.0f} s"),
+        ("dead letters", str(status["dead_letters"])),
+        ("offline coupon conflicts", str(status["offline_conflicts"])),
+        (
+            "cache",
+            f"{status['cache']['members']} members, {status['cache']['coupons']} coupons,"
+            f" rules {status['cache']['rules_version'] or '-'}",
+        ),
+        ("checks posted", str(status["checks"]["posted"])),
+        ("lottery", status["programs"]["lottery"]),
+        (
+            "storage",
+            ("FULL " if status["storage_full"] else "ok ") + f"({status['disk_free_mb']} MB free)",
+        ),
+        ("uptime", f"{status['uptime_s']:.0f} s"),
+    ]
+    rows += [
+        (f"adapter {name}", f"{a['state']}, {a['connections']} connections")
+        for name, a in status["adapters"].items()
+    ]
+    for what, now in rows:
+        table.add_row(what, now)
+    Console().print(table)
     return 0
 
 
@@ -239,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_import(settings, args.kind, args.file, args.file.stat().st_size))
     if args.command in ("pause", "resume"):
         return asyncio.run(_switch(settings, args.program, args.command == "pause", args.by))
+    if args.command == "status":
+        return _status(settings)
     if args.command == "sync":
         return asyncio.run(_sync(settings, args.full))
     if args.command == "catalog":

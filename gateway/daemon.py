@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from gateway import __version__
+from gateway.admin.app import create_admin_app
+from gateway.admin.metrics import GatewayMetrics
+from gateway.admin.server import AdminServer
 from gateway.config import Settings, currency_decimals
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
@@ -66,6 +73,9 @@ class Daemon:
     central: CentralClient | None = None
     forwarder: Forwarder | None = None
     refresher: Refresher | None = None
+    admin: AdminServer | None = None
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    started_at: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -94,12 +104,14 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._sweep_reservations(), name="sweeper"))
         if self.central is not None:
             self._run_sync(self.store, self.central)
+        await self._start_admin()
         log.info(
             "gateway_ready",
             version=__version__,
             store_id=settings.store_id,
             database=str(settings.database_path),
             sim_port=self.sim.port if self.sim else None,
+            admin_port=self.admin.port if self.admin else None,
             central=settings.central.url or "standalone",
         )
         sd_notify("READY=1")
@@ -173,8 +185,106 @@ class Daemon:
             }
         return states
 
+    async def _start_admin(self) -> None:
+        settings = self.settings.admin
+        token = None
+        if settings.token_file is not None:
+            token = settings.token_file.read_text(encoding="utf-8").strip()
+        service = self.service
+        assert service is not None
+        self.metrics.add_tally(
+            "edge_gateway_requests",
+            "Register requests by command and outcome (ok or a reason code)",
+            ["command", "outcome"],
+            lambda: {key: float(n) for key, n in service.stats.requests.items()},
+        )
+        app = create_admin_app(
+            status=self.status,
+            readiness=self.readiness,
+            registry=self.metrics.registry,
+            refresh_metrics=self._refresh_metrics,
+            token=token,
+        )
+        self.admin = AdminServer(app, host=settings.host, port=settings.port)
+        await self.admin.start()
+
+    async def _refresh_metrics(self) -> None:
+        self.metrics.update(await self.status())
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {"database": self.store is not None and not self.store.writer.storage_full}
+        if self.settings.sim.enabled:
+            checks["sim_tcp"] = self.sim is not None and self.sim.listening
+        return checks
+
+    async def status(self) -> dict[str, Any]:
+        """Everything store IT asks about, in one document (`/status`, `edge-gateway status`)."""
+        store, service = self.store, self.service
+        assert store is not None and service is not None
+        counts = await store.counts()
+        now = time.time()
+        oldest_age = None
+        if counts.outbox_oldest:
+            oldest = dt.datetime.fromisoformat(counts.outbox_oldest.replace("Z", "+00:00"))
+            oldest_age = round(max(0.0, now - oldest.timestamp()), 3)
+        central: dict[str, Any] = {"state": "STANDALONE", "url": None}
+        sync: dict[str, Any] = {}
+        if self.central is not None and self.forwarder and self.refresher:
+            central = {
+                "state": self.central.state(),
+                "url": self.settings.central.url,
+                "last_answer_age_s": self.central.last_answer_age_s,
+            }
+            f, r = self.forwarder.stats, self.refresher.stats
+            sync = {
+                "last_delivery": f.last_success,
+                "last_refresh": r.last_success,
+                "delivered": f.delivered,
+                "batches": f.batches,
+                "retries": f.failures,
+                "split_batches": f.split_batches,
+                "refresh_pages": r.pages,
+                "refresh_failures": r.failures,
+                "bad_records": r.bad_records,
+                "unknown_kinds": dict(r.unknown_kinds),
+            }
+        conflicts = await store.scalar("SELECT COUNT(*) FROM offline_conflicts")
+        paused = await store.scalar(
+            "SELECT COUNT(*) FROM program_switches WHERE program = 'lottery' AND paused = 1"
+        )
+        disk = shutil.disk_usage(self.settings.data_dir)
+        rules = store.get_state("rules_document")
+        return {
+            "version": __version__,
+            "store_id": self.settings.store_id,
+            "gateway_id": self.settings.gateway_id,
+            "uptime_s": round(now - self.started_at, 1),
+            "central": central,
+            "outbox": {"depth": counts.outbox_depth, "oldest_age_s": oldest_age},
+            "dead_letters": counts.dead_letters,
+            "offline_conflicts": conflicts,
+            "sync": sync,
+            "cache": {
+                "members": counts.members,
+                "coupons": counts.coupons,
+                "cursor": store.get_state("changes_cursor"),
+                "rules_version": json.loads(rules).get("version") if rules else None,
+            },
+            "checks": {
+                "posted": counts.posted_checks,
+                "live_reservations": counts.live_reservations,
+            },
+            "programs": {"lottery": "paused" if paused else "running"},
+            "adapters": self.adapter_states(),
+            "requests": {f"{c}:{o}": n for (c, o), n in sorted(service.stats.requests.items())},
+            "storage_full": store.writer.storage_full,
+            "disk_free_mb": disk.free // (1024 * 1024),
+        }
+
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
+        if self.admin is not None:
+            await self.admin.stop()
         if self.sim is not None:
             await self.sim.stop()
         for task in self._tasks:

@@ -28,6 +28,7 @@ def gateway_env(data_dir: Path, **extra: str) -> dict[str, str]:
         {
             "EDGE_GATEWAY_CONFIG": str(config),
             "EDGE_GATEWAY_SIM__PORT": "0",
+            "EDGE_GATEWAY_ADMIN__PORT": "0",
             "EDGE_GATEWAY_LOG__FORMAT": "json",
             **extra,
         }

@@ -56,7 +56,9 @@ async def start_gateway(
     }
     if central_url:
         central["url"] = central_url
-    settings = load_settings(config, sim={"port": 0}, central=central, **sections)
+    settings = load_settings(
+        config, sim={"port": 0}, admin={"port": 0}, central=central, **sections
+    )
     daemon = Daemon(settings)
     await daemon.start()
     return daemon

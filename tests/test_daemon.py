@@ -209,3 +209,11 @@ async def test_check_config_prints_masked_settings_and_names_a_bad_key(data_dir:
 async def test_version_is_printed(data_dir: Path) -> None:
     code, out, _ = await cli(data_dir, "--version")
     assert code == 0 and out.startswith("edge-gateway ")
+
+
+async def test_status_command_shows_the_running_gateway(data_dir: Path, spawn: Spawn) -> None:
+    process = await spawn()
+    admin_port = next(line["admin_port"] for line in process.events("gateway_ready"))
+    code, out, err = await cli(data_dir, "status", EDGE_GATEWAY_ADMIN__PORT=str(admin_port))
+    assert code == 0, err
+    assert "STANDALONE" in out and "outbox" in out and "sim_tcp" in out

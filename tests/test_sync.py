@@ -318,3 +318,47 @@ async def test_the_catalog_is_sent_only_when_it_changed(tmp_path: Path) -> None:
         finally:
             await daemon.stop()
             await admin.aclose()
+
+
+async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests(
+    tmp_path: Path,
+) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    daemon = await start_gateway(tmp_path, f"http://127.0.0.1:{port}")
+    assert daemon.admin is not None
+    admin_api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.admin.port}", timeout=10)
+    connection, station = await register(daemon, 5)
+    try:
+        for check in (1, 2, 3):
+            assert (await post(station, 5, check))[0] == "POST_OK"
+        status = (await admin_api.get("/status")).json()
+        assert status["central"]["state"] == "OFFLINE"
+        assert status["outbox"]["depth"] >= 3 and status["outbox"]["oldest_age_s"] is not None
+        assert status["requests"]["POST:ok"] == 3
+        assert status["adapters"]["sim_tcp"]["connections"] == 1
+        assert (await admin_api.get("/healthz")).status_code == 200
+        assert (await admin_api.get("/readyz")).json()["status"] == "ready"
+        text = (await admin_api.get("/metrics")).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert samples[("edge_gateway_outbox_depth", ())] == status["outbox"]["depth"]
+        assert samples[("edge_gateway_central_online", ())] == 0
+        assert (
+            samples[("edge_gateway_requests_total", (("command", "POST"), ("outcome", "ok")))] == 3
+        )
+
+        async with ReferenceServer(port=port):
+            await until(lambda: outbox_empty(daemon), what="drained")
+            status = (await admin_api.get("/status")).json()
+            assert status["central"]["state"] == "ONLINE"
+            assert status["outbox"]["depth"] == 0 and status["sync"]["delivered"] >= 3
+    finally:
+        await connection.close()
+        await admin_api.aclose()
+        await daemon.stop()

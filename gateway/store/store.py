@@ -890,6 +890,12 @@ class Store:
 
         await self.writer.submit(job, durable=False)
 
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """One value from a read-only query (status figures)."""
+        rows = await self._reader.execute_fetchall(sql, params)
+        row = next(iter(rows), None)
+        return row[0] if row else None
+
     async def outbox_depth(self) -> tuple[int, str | None]:
         """(events waiting, occurred_at of the oldest)."""
         rows = await self._reader.execute_fetchall("SELECT COUNT(*), MIN(occurred_at) FROM outbox")
