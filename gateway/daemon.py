@@ -234,6 +234,7 @@ class Daemon:
                 "state": self.central.state(),
                 "url": self.settings.central.url,
                 "last_answer_age_s": self.central.last_answer_age_s,
+                "outages": self.central.outages,
             }
             f, r = self.forwarder.stats, self.refresher.stats
             sync = {

@@ -126,6 +126,8 @@ class CentralClient:
         self._last_attempt_failed = False
         self._down_since: float | None = None
         self.on_recovery: list[Callable[[], None]] = []  # called when central comes back
+        self.outages = 0  # times central went away (each logged once) ...
+        self.recoveries = 0  # ... and came back (logged once)
 
     async def __aenter__(self) -> CentralClient:
         return self
@@ -155,6 +157,7 @@ class CentralClient:
         if self._down_since is not None:
             log.info("central_recovered", down_s=round(time.monotonic() - self._down_since, 1))
             self._down_since = None
+            self.recoveries += 1
             for callback in self.on_recovery:
                 callback()
 
@@ -162,6 +165,7 @@ class CentralClient:
         self._last_attempt_failed = True
         if self._down_since is None:
             self._down_since = time.monotonic()
+            self.outages += 1
             log.warning("central_unreachable", error=error, url=self.settings.url)
 
     # ---- requests -------------------------------------------------------------------------------

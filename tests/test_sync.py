@@ -33,6 +33,13 @@ async def test_central_down_for_the_whole_run_then_up_every_check_arrives_once(
             assert reply[0] == "POST_OK"
             posted.add(check)
         assert (await station.request("PING"))[1] == "OFFLINE"
+        forwarder, client = daemon.forwarder, daemon.central
+        assert forwarder is not None and client is not None
+
+        async def retried() -> bool:
+            return forwarder.stats.failures >= 3
+
+        await until(retried, what="several retries while central is away")
 
         async with ReferenceServer(port=port) as central:
             admin = Admin(central)
@@ -43,6 +50,9 @@ async def test_central_down_for_the_whole_run_then_up_every_check_arrives_once(
                 assert all(c["event_ids"] == 1 for c in checks)
                 assert (await admin.stats())["duplicate_check_keys"] == 0
                 assert (await station.request("PING"))[1] == "ONLINE"
+                # Many retries while central was away, but one outage: logged once, and once
+                # recovered.
+                assert (client.outages, client.recoveries) == (1, 1)
             finally:
                 await admin.aclose()
     finally:
