@@ -372,3 +372,24 @@ async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests
         await connection.close()
         await admin_api.aclose()
         await daemon.stop()
+
+
+async def test_sync_full_command_fills_the_cache_and_drops_what_central_no_longer_has(
+    tmp_path: Path,
+) -> None:
+    from gateway_process import cli
+
+    data_dir = tmp_path / "data"
+    stale = tmp_path / "stale.jsonl"
+    stale.write_text('{"member_id": "GONE", "identifiers": ["999"]}\n')
+    code, _, err = await cli(data_dir, "import", "members", str(stale))
+    assert code == 0, err
+    async with ReferenceServer() as central:
+        code, _, err = await cli(data_dir, "sync", "--full", EDGE_GATEWAY_CENTRAL__URL=central.url)
+    assert code == 0, err
+    assert "applied" in err and "5 members" in err
+    with sqlite3.connect(data_dir / "gateway.db") as db:
+        members = {row[0] for row in db.execute("SELECT member_id FROM members")}
+        cursor = db.execute("SELECT value FROM sync_state WHERE key = 'changes_cursor'").fetchone()
+    assert members == {"M1", "M2", "M3", "M4", "M5"}  # GONE was not in central's snapshot
+    assert cursor is not None and cursor[0]
