@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup demo run test lint unit bench clean
+.PHONY: help setup system-deps demo run test lint unit bench clean
 
 help:
 	@echo "make demo   - set up, then show registers talking to a gateway with sample data"
@@ -12,6 +12,13 @@ help:
 	@echo "make bench  - benchmarks (figures go to docs/performance.md)"
 
 setup: $(STAMP)
+
+# The tests start a real Mosquitto broker and real serial lines through socat pseudo-terminals.
+system-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto || ! command -v socat >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto socat; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +37,7 @@ lint: setup
 	$(BIN)/ruff format --check gateway pos_adapters sync tests bench
 	$(BIN)/mypy
 
-unit: setup
+unit: setup system-deps
 	$(BIN)/pytest
 
 test: lint unit
