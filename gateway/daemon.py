@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -254,7 +253,7 @@ class Daemon:
             "SELECT COUNT(*) FROM program_switches WHERE program = 'lottery' AND paused = 1"
         )
         disk = shutil.disk_usage(self.settings.data_dir)
-        rules = store.get_state("rules_document")
+        rules = store.active_rules(dt.datetime.now(dt.UTC))
         return {
             "version": __version__,
             "store_id": self.settings.store_id,
@@ -269,7 +268,7 @@ class Daemon:
                 "members": counts.members,
                 "coupons": counts.coupons,
                 "cursor": store.get_state("changes_cursor"),
-                "rules_version": json.loads(rules).get("version") if rules else None,
+                "rules_version": rules[0] if rules else None,
             },
             "checks": {
                 "posted": counts.posted_checks,

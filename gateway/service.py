@@ -38,8 +38,10 @@ from gateway.domain.models import (
 )
 from gateway.domain.money import format_amount, parse_amount
 from gateway.domain.reasons import CASHIER_TEXT, Reason
+from gateway.domain.rules_doc import DEFAULT_RULES, RulesDocument
 from gateway.rules.coupons import CouponUsage, coupon_refusal
-from gateway.rules.points import DEFAULT_RULES, EarnRules, points_for_total, tickets_and_wallet
+from gateway.rules.points import EarnContext, earn_points, is_birthday, tickets_and_wallet
+from gateway.rules.tokens import TokenRefused, looks_like_token, verify_app_token
 from gateway.store.store import CheckKey, MemberView, ReservedCoupon, Store, utc_stamp
 from gateway.store.writer import StorageFull, WriterClosed
 
@@ -71,7 +73,7 @@ class ServiceOptions:
     currency_decimals: int = 2
     timezone: dt.tzinfo = dt.UTC
     reservation_ttl: dt.timedelta = dt.timedelta(hours=2)
-    rules: EarnRules = DEFAULT_RULES
+    rules: RulesDocument = DEFAULT_RULES  # until a rules document arrives or is configured
     authorization_budget_s: float = 0.3
     offline_policy: Literal["allow", "deny", "allow_up_to"] = "allow"
     offline_max_amount: int | None = None  # minor units, for allow_up_to
@@ -120,6 +122,7 @@ class Gateway:
         self._clock = clock
         self._central_state = central_state
         self.stats = ServiceStats()
+        self._rules: tuple[str, RulesDocument] | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -145,14 +148,30 @@ class Gateway:
         """Tomorrow in the store's time zone: no register may post a later business date."""
         return self._clock().astimezone(self.options.timezone).date() + dt.timedelta(days=1)
 
+    def rules(self, now: dt.datetime) -> RulesDocument:
+        """The rules in force at `now`: the latest effective document in the store (central's,
+        or the configured file's), parsed once per version; the defaults when there is none."""
+        found = self.store.active_rules(now)
+        if found is None:
+            return self.options.rules
+        version, text = found
+        if self._rules is None or self._rules[0] != version:
+            self._rules = (version, RulesDocument.model_validate_json(text))
+        return self._rules[1]
+
     @staticmethod
-    def lottery_mode(view: MemberView) -> bool:
+    def lottery_paused(view: MemberView, rules: RulesDocument) -> bool:
+        """Paused here (`edge-gateway pause lottery`) or by central in the rules document."""
+        return view.lottery_paused or rules.paused(LOTTERY)
+
+    @classmethod
+    def lottery_mode(cls, view: MemberView, rules: RulesDocument = DEFAULT_RULES) -> bool:
         member = view.member
         return (
             member.earn_mode == LOTTERY
             and member.lottery_consent
             and member.lottery_eligible
-            and not view.lottery_paused
+            and not cls.lottery_paused(view, rules)
         )
 
     # ---- the commands --------------------------------------------------------------------------
@@ -163,12 +182,37 @@ class Gateway:
         return Pong(state=state, version=__version__)
 
     async def identify(self, request: IdentRequest) -> IdentOk | Refusal:
+        now = self._clock()
+        rules = self.rules(now)
         view = await self.store.member_by_identifier(request.token)
+        if view is None and looks_like_token(request.token):
+            try:
+                token = verify_app_token(
+                    request.token, rules.app_token_keys, now, rules.token_clock_skew_s
+                )
+            except TokenRefused as refused:
+                return self._refuse("IDENT", Reason(refused.reason), refused.message)
+            view = await self.store.member(token.member_id)
+            if view is None:  # a member this store has never seen: the token vouches for them
+                view = MemberView(
+                    member=Member.model_construct(
+                        member_id=token.member_id,
+                        identifiers=[],
+                        display_name=token.display_name,
+                        tier=token.tier,
+                        flags=[],
+                        earn_mode="points",
+                        lottery_consent=False,
+                        points_balance=0,
+                        wallet_points=0,
+                    ),
+                    balance=Balance(0, 0),
+                    lottery_paused=False,
+                )
         if view is None:
             return self._refuse("IDENT", Reason.UNKNOWN_MEMBER)
         member = view.member
-        lottery = self.lottery_mode(view)
-        now = self._clock()
+        lottery = self.lottery_mode(view, rules)
         event = self._event(
             "member.identified",
             {
@@ -344,7 +388,8 @@ class Gateway:
         view = await self.store.member(request.member_id)
         if view is None:
             return self._refuse("CONSENT", Reason.UNKNOWN_MEMBER)
-        if view.lottery_paused and request.join:  # leaving is always possible
+        if request.join and self.lottery_paused(view, self.rules(self._clock())):
+            # leaving is always possible
             return self._refuse("CONSENT", Reason.PROGRAM_PAUSED, "Lottery paused")
         if request.join and not view.member.lottery_eligible:
             return self._refuse("CONSENT", Reason.NOT_ELIGIBLE, "Not eligible for the lottery")
@@ -372,6 +417,10 @@ class Gateway:
 
     async def post_check(self, request: PostRequest) -> PostOk | Refusal:
         now = self._clock()
+        rules = self.rules(now)
+        categories: dict[int, str] = {}
+        if rules.category_multipliers or rules.excluded_categories:
+            categories = self.store.categories_for([i.object for i in request.items])
         key = CheckKey(request.business_date, request.wsid, request.check)
         try:
             reply, first_time = await self.store.settle_check(
@@ -380,7 +429,9 @@ class Gateway:
                 total=request.total,
                 coupon_refs=request.coupon_refs,
                 now=now,
-                settle=lambda view, coupons: self._settle(request, view, coupons, now),
+                settle=lambda view, coupons: self._settle(
+                    request, view, coupons, now, rules, categories
+                ),
             )
         except StorageFull:
             return self._refuse("POST", Reason.STORAGE_FULL)
@@ -395,16 +446,26 @@ class Gateway:
         view: MemberView | None,
         coupons: list[ReservedCoupon],
         now: dt.datetime,
+        rules: RulesDocument,
+        categories: dict[int, str],
     ) -> Settlement:
-        rules = self.options.rules
-        decimals = self.options.currency_decimals
-        earned = points_for_total(request.total, decimals, rules) if request.member_id else 0
+        member: Member | None = view.member if view else None
+        earned = 0
+        if request.member_id is not None:
+            context = EarnContext(
+                decimals=self.options.currency_decimals,
+                tier=member.tier if member else "",
+                birthday=is_birthday(member.birthday if member else None, request.business_date),
+                day=request.business_date,
+                categories=categories,
+            )
+            earned = earn_points(request.total, request.subtotal, request.items, rules, context)
         tickets = 0
         ledger: LedgerEntry | None = None
-        member: Member | None = view.member if view else None
         balance = view.balance if view else Balance(0, 0)
+        lottery = view is not None and self.lottery_mode(view, rules)
         if request.member_id is not None:
-            if view is not None and self.lottery_mode(view):
+            if lottery:
                 tickets, wallet_after = tickets_and_wallet(
                     balance.wallet, earned, rules.ticket_price
                 )
@@ -423,14 +484,15 @@ class Gateway:
                 earned,
                 tickets,
                 balance,
-                lottery=tickets != 0 or (view is not None and self.lottery_mode(view)),
+                lottery=lottery,
+                tickets_month=(view.tickets_this_month if view else 0) + tickets,
             ),
         )
         unknown = [c.ref for c in coupons if c.code is None]
         if unknown:
             self.stats.unknown_coupon_refs += len(unknown)
             log.warning("post_unknown_coupon_refs", refs=unknown, check=request.check)
-        events = [self._check_posted(request, coupons, earned, ledger, now)]
+        events = [self._check_posted(request, coupons, earned, ledger, now, rules.version)]
         events += [
             self._event(
                 "coupon.redeemed",
@@ -460,6 +522,7 @@ class Gateway:
         earned: int,
         ledger: LedgerEntry | None,
         now: dt.datetime,
+        rules_version: str,
     ) -> OutboxEvent:
         # earn_mode and wallet_delta tell central where the points went (DESIGN.md section 6).
         lottery = ledger is not None and (ledger.tickets != 0 or ledger.wallet != 0)
@@ -484,7 +547,7 @@ class Gateway:
                 "tickets_earned": ledger.tickets if ledger else 0,
                 "wallet_delta": ledger.wallet if ledger else 0,
                 "earn_mode": "lottery" if lottery else "points",
-                "rules_version": self.options.rules.version,
+                "rules_version": rules_version,
             },
             now,
         )
@@ -497,7 +560,14 @@ class Gateway:
         }
 
     def _receipt(
-        self, member: Member | None, earned: int, tickets: int, balance: Balance, *, lottery: bool
+        self,
+        member: Member | None,
+        earned: int,
+        tickets: int,
+        balance: Balance,
+        *,
+        lottery: bool,
+        tickets_month: int = 0,
     ) -> tuple[str, ...]:
         if member is None and earned == 0:
             return ()
@@ -505,7 +575,8 @@ class Gateway:
         if member is not None and member.display_name:
             lines.append(receipt_line("Member", member.display_name))
         if lottery:
-            lines.append(receipt_line("Lottery tickets", str(tickets)))
+            lines.append(receipt_line("Tickets this visit", str(tickets)))
+            lines.append(receipt_line("Tickets this month", str(tickets_month)))
             lines.append(receipt_line("Wallet points", str(balance.wallet)))
         else:
             lines.append(receipt_line("Points this visit", str(earned)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,13 +20,13 @@ import structlog
 from pydantic import ValidationError
 
 from gateway.domain.models import Coupon, Member
+from gateway.domain.rules_doc import RulesDocument
 from gateway.store.store import ChangePage, Store, utc_stamp
 from sync.client import CentralClient, CentralError
 
 log = structlog.get_logger("sync.refresher")
 
 CURSOR = "changes_cursor"
-RULES = "rules_document"
 SNAPSHOT_STARTED = "snapshot_started_at"
 PAGE_LIMIT = 1000
 
@@ -53,7 +52,7 @@ def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePa
     coupons: list[Coupon] = []
     deleted_members: list[str] = []
     deleted_coupons: list[str] = []
-    state: list[tuple[str, str]] = []
+    rules: list[RulesDocument] = []
     for change in changes:
         kind = change.get("kind") if isinstance(change, dict) else None
         data = change.get("data") if isinstance(change, dict) else None
@@ -66,8 +65,8 @@ def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePa
                 deleted_members.append(str(data["member_id"]))
             elif kind == "coupon_deleted" and isinstance(data, dict):
                 deleted_coupons.append(str(data["code"]))
-            elif kind == "rules" and isinstance(data, dict) and "version" in data:
-                state.append((RULES, json.dumps(data, separators=(",", ":"))))
+            elif kind == "rules":
+                rules.append(RulesDocument.model_validate(data))
                 stats.rules_versions += 1
             else:
                 stats.unknown_kinds[str(kind)] += 1
@@ -79,7 +78,7 @@ def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePa
     stats.members += len(members)
     stats.coupons += len(coupons)
     stats.deletions += len(deleted_members) + len(deleted_coupons)
-    return ChangePage(members, deleted_members, coupons, deleted_coupons, state)
+    return ChangePage(members, deleted_members, coupons, deleted_coupons, rules)
 
 
 class Refresher:
@@ -145,7 +144,7 @@ class Refresher:
         while True:
             page = await self.client.changes(cursor, self.page_limit)
             parsed = parse_page(page.changes, self.stats)
-            state = [*parsed.state, (CURSOR, page.next_cursor)]
+            state = [(CURSOR, page.next_cursor)]
             if snapshot_started is not None:
                 state.append((SNAPSHOT_STARTED, snapshot_started))
             await self.store.apply_changes(
@@ -154,6 +153,7 @@ class Refresher:
                     parsed.deleted_members,
                     parsed.coupons,
                     parsed.deleted_coupons,
+                    parsed.rules,
                     state,
                 )
             )

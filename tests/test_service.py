@@ -436,7 +436,8 @@ async def test_a_lottery_member_gets_tickets_and_wallet_not_points(
     assert reply.points_balance == 40
     assert await store.ledger_total("M2") == (0, -25, 2)
     assert (await ok(service.identify(ident(M2_CARD)))).points_balance == 40
-    assert "Lottery tickets".ljust(31) + "2" in reply.receipt_lines
+    assert "Tickets this visit".ljust(31) + "2" in reply.receipt_lines
+    assert "Tickets this month".ljust(31) + "2" in reply.receipt_lines
     assert "Wallet points".ljust(31) + "5" in reply.receipt_lines
     [posted] = await events_of(store, "check.posted")
     assert (posted.payload["points_earned"], posted.payload["tickets_earned"]) == (75, 2)

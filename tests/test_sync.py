@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sqlite3
 from pathlib import Path
 
@@ -198,7 +199,10 @@ async def test_changes_bring_new_members_deletions_and_rules(tmp_path: Path) -> 
             await admin.http.put("/_admin/rules", json={"version": "2026-12", "points_per_unit": 2})
             await until(lambda: _known(station, "NEW-1"), what="new member")
             await until(lambda: _unknown(station, "6001000000000002"), what="deletion")
-            assert "2026-12" in (daemon.store.get_state("rules_document") or "")
+            active = daemon.store.active_rules(dt.datetime.now(dt.UTC))
+            assert active is not None and active[0] == "2026-12"
+            assert daemon.service is not None
+            assert daemon.service.rules(dt.datetime.now(dt.UTC)).points_per_unit == 2
             cursor = daemon.store.get_state("changes_cursor")
             assert cursor  # kept across restarts, in SQLite
         finally:

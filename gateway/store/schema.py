@@ -136,6 +136,25 @@ MIGRATIONS: list[str] = [
     -- void (the register took it off the check), expired, declined, offline_policy
     ALTER TABLE coupon_reservations ADD COLUMN released_by TEXT;
     """,
+    # 3: rules documents and the POS menu's products (for category rules)
+    """
+    CREATE TABLE rules_documents (
+        version        TEXT PRIMARY KEY,
+        effective_from TEXT NOT NULL,  -- '' for "always"; else RFC 3339 UTC
+        document       TEXT NOT NULL,
+        source         TEXT NOT NULL,  -- central | config
+        received_at    TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX rules_documents_effective ON rules_documents(effective_from);
+
+    CREATE TABLE products (
+        object_number INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL,
+        family_group  TEXT NOT NULL,
+        major_group   TEXT NOT NULL,
+        active        INTEGER NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -166,5 +185,20 @@ def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def _statements(script: str) -> list[str]:
-    # executescript() would commit on its own; splitting keeps a step in one transaction.
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a script into statements (a `;` inside a comment or a string does not split).
+
+    executescript() would commit on its own; running statements one by one keeps a step in
+    one transaction."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in current.splitlines()
+    ):
+        raise ValueError(f"incomplete statement in migration: {current.strip()[:80]}")
+    return statements

@@ -30,6 +30,7 @@ from gateway.domain.models import (
     Settlement,
 )
 from gateway.domain.reasons import Reason
+from gateway.domain.rules_doc import RulesDocument
 from gateway.rules.coupons import CouponUsage
 from gateway.store.schema import migrate
 from gateway.store.writer import StorageFull as StorageFull
@@ -73,6 +74,7 @@ class MemberView:
     member: Member
     balance: Balance
     lottery_paused: bool
+    tickets_this_month: int = 0  # filled where a check is settled, for lottery members
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ def _member_view(row: Sequence[Any]) -> MemberView:
         member=member,
         balance=Balance(points=int(row[10]), wallet=int(row[11])),
         lottery_paused=bool(row[12]),
+        tickets_this_month=int(row[13]) if len(row) > 13 else 0,
     )
 
 
@@ -170,13 +173,31 @@ def _insert_events(conn: sqlite3.Connection, events: Iterable[OutboxEvent]) -> N
 CheckContext = tuple[tuple[Any, ...] | None, tuple[tuple[str, Any, Any, bool], ...]]
 
 
+_TICKETS_THIS_MONTH = """
+SELECT COALESCE(CASE WHEN json_extract(m.record, '$.tickets_month') = ?2
+                     THEN json_extract(m.record, '$.tickets_this_month') END, 0)
+     + (SELECT COALESCE(SUM(l.tickets), 0) FROM ledger l
+        WHERE l.member_id = m.member_id AND substr(l.business_date, 1, 7) = ?2
+          AND (l.applied_at IS NULL OR m.balance_as_of IS NULL OR l.applied_at > m.balance_as_of))
+FROM members m WHERE m.member_id = ?1
+"""
+
+
 def _check_context(
-    conn: sqlite3.Connection, member_id: str | None, coupon_refs: Sequence[str], now_s: str
+    conn: sqlite3.Connection,
+    member_id: str | None,
+    coupon_refs: Sequence[str],
+    now_s: str,
+    month: str = "",
 ) -> CheckContext:
     member_row = None
     if member_id is not None:
         found = conn.execute(_MEMBER_VIEW_SQL + " WHERE m.member_id = ?", (member_id,)).fetchone()
         member_row = tuple(found) if found is not None else None
+        if member_row is not None and member_row[5] == "lottery" and month:
+            # Tickets this month: central's count for the month plus what it has not applied.
+            tickets = conn.execute(_TICKETS_THIS_MONTH, (member_id, month)).fetchone()
+            member_row = (*member_row, int(tickets[0]) if tickets else 0)
     coupons: list[tuple[str, Any, Any, bool]] = []
     claimed: dict[str, int] = {}  # uses this check takes again, per code
     for ref in dict.fromkeys(coupon_refs):  # a ref listed twice is one coupon
@@ -309,7 +330,8 @@ class ChangePage:
     deleted_members: Sequence[str] = ()
     coupons: Sequence[Coupon] = ()
     deleted_coupons: Sequence[str] = ()
-    state: Sequence[tuple[str, str]] = ()  # sync_state rows: the cursor, the rules document
+    rules: Sequence[RulesDocument] = ()
+    state: Sequence[tuple[str, str]] = ()  # sync_state rows: the cursor ...
 
 
 def _members_job(members: Sequence[Member]) -> Callable[[sqlite3.Connection], None]:
@@ -373,6 +395,27 @@ def _coupons_job(coupons: Sequence[Coupon]) -> Callable[[sqlite3.Connection], No
 
     def job(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT OR REPLACE INTO coupons VALUES (?, ?, ?)", rows)
+
+    return job
+
+
+def _rules_job(
+    documents: Sequence[RulesDocument], source: str
+) -> Callable[[sqlite3.Connection], None]:
+    now = utc_stamp(dt.datetime.now(dt.UTC))
+    rows = [
+        (
+            d.version,
+            utc_stamp(d.effective_from) if d.effective_from else "",
+            d.model_dump_json(),
+            source,
+            now,
+        )
+        for d in documents
+    ]
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT OR REPLACE INTO rules_documents VALUES (?, ?, ?, ?, ?)", rows)
 
     return job
 
@@ -539,6 +582,7 @@ class Store:
             _member_deletions_job(page.deleted_members),
             _coupons_job(page.coupons),
             _coupon_deletions_job(page.deleted_coupons),
+            _rules_job(page.rules, "central"),
         ]
         state = dict(page.state)
 
@@ -548,6 +592,39 @@ class Store:
             conn.executemany("INSERT OR REPLACE INTO sync_state VALUES (?, ?)", state.items())
 
         await self.writer.submit(job)
+
+    async def add_rules(self, document: RulesDocument, *, source: str) -> None:
+        await self.writer.submit(_rules_job([document], source))
+
+    def active_rules(self, now: dt.datetime) -> tuple[str, str] | None:
+        """(version, document JSON) of the rules in force at `now`: the latest effective."""
+        row = self._one(
+            "SELECT version, document FROM rules_documents WHERE effective_from <= ?"
+            " ORDER BY effective_from DESC, received_at DESC LIMIT 1",
+            (utc_stamp(now),),
+        )
+        return (str(row[0]), str(row[1])) if row else None
+
+    async def replace_products(self, products: Sequence[tuple[int, str, str, str, bool]]) -> None:
+        """The POS menu's products (object, name, family group, major group, active)."""
+        rows = [(o, n, f, m, int(a)) for o, n, f, m, a in products]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM products")
+            conn.executemany("INSERT INTO products VALUES (?, ?, ?, ?, ?)", rows)
+
+        await self.writer.submit(job)
+
+    def categories_for(self, objects: Sequence[int]) -> dict[int, str]:
+        """The family group of each menu item object the POS menu knows."""
+        if not objects:
+            return {}
+        rows = self._lookup.execute(
+            "SELECT object_number, family_group FROM products WHERE object_number IN"
+            " (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(set(objects))),),
+        ).fetchall()
+        return {int(r[0]): str(r[1]) for r in rows if r[1]}
 
     async def remove_stale(self, since: str) -> int:
         """After a full snapshot: drop the members and coupons it did not bring (central deleted
@@ -709,7 +786,8 @@ class Store:
         coupons changed in between, so the receipt's balance is always exact.
         """
         date_s, now_s = key.business_date.isoformat(), utc_stamp(now)
-        seen = _check_context(self._lookup, member_id, coupon_refs, now_s)
+        month = key.business_date.isoformat()[:7]
+        seen = _check_context(self._lookup, member_id, coupon_refs, now_s, month)
         first = _CheckRows.build(settle(*_context_views(seen)))
 
         def job(conn: sqlite3.Connection) -> tuple[PostOk, bool]:
@@ -725,7 +803,7 @@ class Store:
                 ).fetchone()
                 return _post_ok_from_json(stored[0]), False
             rows = first
-            current = _check_context(conn, member_id, coupon_refs, now_s)
+            current = _check_context(conn, member_id, coupon_refs, now_s, month)
             if current != seen:
                 rows = _CheckRows.build(settle(*_context_views(current)))
                 conn.execute(
