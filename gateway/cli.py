@@ -152,7 +152,7 @@ def _status(settings: Settings) -> int:
             f" rules {status['cache']['rules_version'] or '-'}",
         ),
         ("checks posted", str(status["checks"]["posted"])),
-        ("lottery", status["programs"]["lottery"]),
+        ("lottery", status["programs"]["lottery"]["state"]),
         (
             "storage",
             ("FULL " if status["storage_full"] else "ok ") + f"({status['disk_free_mb']} MB free)",

@@ -496,6 +496,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("/var/lib/edge-gateway")
     timezone: OptionalStr = None
     currency: str = "EUR"
+    rules_file: OptionalPath = None  # a rules document (JSON) for a store without central
 
     central: CentralSettings = Field(default_factory=CentralSettings)
     sim: SimSettings = Field(default_factory=SimSettings)

@@ -22,11 +22,12 @@ from gateway.admin.app import create_admin_app
 from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.server import AdminServer
 from gateway.config import Settings, currency_decimals
+from gateway.domain.rules_doc import RulesDocument
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
-from sync.catalog import push_catalog, seconds_until
+from sync.catalog import product_rows, push_catalog, read_menu_export, seconds_until
 from sync.client import CentralClient, CentralError
 from sync.forwarder import Forwarder
 from sync.heartbeat import run_heartbeat
@@ -80,6 +81,7 @@ class Daemon:
     async def start(self) -> None:
         settings = self.settings
         self.store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+        await self._load_local_rules_and_menu(self.store)
         if settings.central.url:
             self._start_sync(self.store)
         self.service = Gateway(
@@ -114,6 +116,24 @@ class Daemon:
             central=settings.central.url or "standalone",
         )
         sd_notify("READY=1")
+
+    async def _load_local_rules_and_menu(self, store: Store) -> None:
+        """The configured rules document, and the POS menu's categories for category rules."""
+        settings = self.settings
+        if settings.rules_file is not None:
+            text = await asyncio.to_thread(settings.rules_file.read_text, encoding="utf-8")
+            document = RulesDocument.model_validate_json(text)
+            await store.add_rules(document, source="config")
+            log.info("rules_loaded", version=document.version, file=str(settings.rules_file))
+        export = settings.catalog.export_file
+        if export is not None:
+            try:
+                raw = await asyncio.to_thread(export.read_bytes)
+            except OSError as error:
+                log.error("catalog_export_unreadable", file=str(export), error=str(error))
+                return
+            menu = read_menu_export(raw.decode(settings.catalog.encoding, errors="replace"))
+            await store.replace_products(product_rows(menu.products))
 
     def _start_sync(self, store: Store) -> None:
         settings = self.settings
@@ -202,10 +222,17 @@ class Daemon:
             readiness=self.readiness,
             registry=self.metrics.registry,
             refresh_metrics=self._refresh_metrics,
+            switch_program=self.switch_program,
             token=token,
         )
         self.admin = AdminServer(app, host=settings.host, port=settings.port)
         await self.admin.start()
+
+    async def switch_program(self, program: str, paused: bool, by: str) -> None:
+        """The stop switch: the next register request sees it (it is read per request)."""
+        assert self.store is not None
+        await self.store.set_program_paused(program, paused, by=by)
+        log.warning("program_switched", program=program, paused=paused, by=by)
 
     async def _refresh_metrics(self) -> None:
         self.metrics.update(await self.status())
@@ -254,6 +281,7 @@ class Daemon:
         )
         disk = shutil.disk_usage(self.settings.data_dir)
         rules = store.active_rules(dt.datetime.now(dt.UTC))
+        central_pause = service.rules(dt.datetime.now(dt.UTC)).paused("lottery")
         return {
             "version": __version__,
             "store_id": self.settings.store_id,
@@ -274,7 +302,13 @@ class Daemon:
                 "posted": counts.posted_checks,
                 "live_reservations": counts.live_reservations,
             },
-            "programs": {"lottery": "paused" if paused else "running"},
+            "programs": {
+                "lottery": {
+                    "state": "paused" if paused or central_pause else "running",
+                    "paused_here": bool(paused),
+                    "paused_by_central": central_pause,
+                }
+            },
             "adapters": self.adapter_states(),
             "requests": {f"{c}:{o}": n for (c, o), n in sorted(service.stats.requests.items())},
             "storage_full": store.writer.storage_full,

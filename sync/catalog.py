@@ -163,6 +163,11 @@ def catalog_document(store_id: str, products: Sequence[Product]) -> dict[str, An
     }
 
 
+def product_rows(products: Sequence[Product]) -> list[tuple[int, str, str, str, bool]]:
+    """The products as the store keeps them (their family group is their category)."""
+    return [(p.object_number, p.name, p.family_group, p.major_group, p.active) for p in products]
+
+
 @dataclass
 class PushResult:
     sent: bool
@@ -183,6 +188,7 @@ async def push_catalog(
     raw = await asyncio.to_thread(export_file.read_bytes)
     text = raw.decode(encoding, errors="replace")
     export = read_menu_export(text)
+    await store.replace_products(product_rows(export.products))
     document = catalog_document(client.store_id, export.products)
     digest = str(document["content_hash"])
     if export.problems:

@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 Readiness = Callable[[], dict[str, bool]]
+ProgramSwitch = Callable[[str, bool, str], Awaitable[None]]
+PROGRAMS = ("lottery",)
 
 
 def create_admin_app(
@@ -24,6 +26,7 @@ def create_admin_app(
     readiness: Readiness,
     registry: CollectorRegistry,
     refresh_metrics: Callable[[], Awaitable[None]],
+    switch_program: ProgramSwitch,
     token: str | None = None,
 ) -> Starlette:
     """`token`: when set (the API is bound beyond localhost), every request needs it."""
@@ -62,8 +65,26 @@ def create_admin_app(
         await refresh_metrics()
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def program(request: Request) -> Response:
+        """POST /programs/{program}/pause|resume, JSON body {"by": "who"}: the stop switch."""
+        name, action = request.path_params["program"], request.path_params["action"]
+        if name not in PROGRAMS or action not in ("pause", "resume"):
+            return JSONResponse({"error": "UNKNOWN_PROGRAM"}, status_code=404)
+        # JSON only: a cross-site form cannot send it without the browser asking first (CSRF).
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "JSON_REQUIRED"}, status_code=415)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        by = str(body.get("by", "admin-api"))[:64] if isinstance(body, dict) else "admin-api"
+        paused = action == "pause"
+        await switch_program(name, paused, by)
+        return JSONResponse({"program": name, "paused": paused, "by": by})
+
     return Starlette(
         routes=[
+            Route("/programs/{program}/{action}", guard(program), methods=["POST"]),
             Route("/healthz", guard(healthz)),
             Route("/readyz", guard(readyz)),
             Route("/status", guard(status_handler)),
