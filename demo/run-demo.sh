@@ -22,8 +22,9 @@ wait_for() {  # wait_for FILE PATTERN PID
   echo "gave up waiting for $2 in $1"; exit 1
 }
 
-echo "== Starting the reference central on 127.0.0.1:18080 (sample members and coupons)"
-$PY -m sync.reference_server --port 18080 --db var/demo/central.db > var/demo/central.log 2>&1 &
+echo "== Starting the reference central on 127.0.0.1:18080 (sample members, coupons, rules)"
+$PY -m sync.reference_server --port 18080 --db var/demo/central.db \
+  --rules gateway/sample/rules.json > var/demo/central.log 2>&1 &
 pids+=($!)
 wait_for var/demo/central.log "admin on" $!
 ADMIN=$(grep -o 'http://[^ ]*/_admin/' var/demo/central.log)
@@ -34,7 +35,8 @@ pids+=($!)
 wait_for var/demo/gateway.log gateway_ready $!
 $PY demo/central_ctl.py wait-members $DB
 
-echo "== A customer at register 7: identify, coupon, posted check, a retransmission, consent"
+echo "== Register 7: a GOLD member with a coupon, a retransmission, a lottery member's tickets,"
+echo "   a birthday check re-posted after an outage, and lottery consent"
 $GW simulate
 
 echo "== Ten registers for five seconds"

@@ -24,6 +24,9 @@ class Reason(StrEnum):
     PROGRAM_PAUSED = "PROGRAM_PAUSED"
     STORAGE_FULL = "STORAGE_FULL"
     UNAVAILABLE = "UNAVAILABLE"
+    BAD_TOKEN = "BAD_TOKEN"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    UNKNOWN_KEY = "UNKNOWN_KEY"
 
 
 # Short enough for a 32-column cashier display.

@@ -31,6 +31,13 @@ def business_date() -> str:
     return dt.date.today().strftime("%Y%m%d")
 
 
+def birthday_date(month_day: str = "0417") -> str:
+    """The last 17 April (Ann's birthday in the sample store) that is not in the future."""
+    today = dt.date.today()
+    year = today.year if today.strftime("%m%d") >= month_day else today.year - 1
+    return f"{year}{month_day}"
+
+
 async def run_scenario(host: str, port: int, console: Console, *, wsid: int = 7) -> int:
     """One customer at one register; prints each exchange. Returns 0 when all went as expected."""
     connection = await RegisterConnection.open(host, port)
@@ -76,6 +83,40 @@ async def run_scenario(host: str, port: int, console: Console, *, wsid: int = 7)
         await step(post, "POST_OK")
         await step(post, "POST_OK", retransmit=True)
         await step(["IDENT", str(wsid), "1", "0", "no-such-card"], "IDENT_FAIL")
+        # A lottery member: points become tickets, the rest stays in the wallet.
+        lottery = await step(["IDENT", str(wsid), "1", str(check + 1), SAMPLE_CARDS[1]], "IDENT_OK")
+        await step(
+            [
+                "POST",
+                str(wsid),
+                "1",
+                str(check + 1),
+                business_date(),
+                lottery[1],
+                "80.00",
+                "80.00",
+                "4*1001*20.00",
+                "",
+            ],
+            "POST_OK",
+        )
+        # A check re-posted after an outage, from Ann's birthday (17 April): birthday points.
+        birthday = birthday_date()
+        await step(
+            [
+                "POST",
+                str(wsid),
+                "1",
+                str(check + 2),
+                birthday,
+                member,
+                "10.00",
+                "10.00",
+                "1*1002*10.00",
+                "",
+            ],
+            "POST_OK",
+        )
         await step(["CONSENT", str(wsid), "M5", "LOTTERY", "Y"], "CONSENT_OK")
         await step(["CONSENT", str(wsid), "M3", "LOTTERY", "Y"], "CONSENT_FAIL")
         await step(["CONSENT", str(wsid), "M5", "LOTTERY", "N"], "CONSENT_OK")
