@@ -25,8 +25,7 @@ from tenacity import (
 )
 
 from gateway.domain.ids import new_ulid
-from gateway.domain.models import OutboxEvent
-from gateway.store.store import EventResult, Store
+from gateway.store.store import EventResult, OutboxBatch, QueuedEvent, Store
 from sync.client import CentralClient, CentralRefused, CentralUnavailable
 
 log = structlog.get_logger("sync.forwarder")
@@ -73,12 +72,14 @@ class Forwarder:
         batch_size: int = 500,
         max_bytes: int = MAX_BATCH_BYTES,
         backoff_ceiling_s: float = 60.0,
+        window: int = 2,
     ) -> None:
         self.store = store
         self.client = client
         self.batch_size = batch_size
         self.max_bytes = max_bytes
         self.backoff_ceiling_s = backoff_ceiling_s
+        self.window = window
         self.stats = ForwarderStats()
         self._wake = asyncio.Event()
 
@@ -86,27 +87,57 @@ class Forwarder:
         self._wake.set()
 
     async def run(self) -> None:
+        """Forever: send what the outbox holds, then wait to be woken (or poll)."""
         while True:
             try:
-                sent = await self.send_next()
+                await self._pump()
             except Exception:  # a full disk, a bug: never the end of forwarding
                 log.exception("forwarder_error")
-                sent = False
-            if not sent:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
 
     async def drain(self) -> None:
         """Send until the outbox is empty (for `edge-gateway drain` and the tests)."""
-        while await self.send_next():
-            pass
+        await self._pump()
+
+    async def _pump(self) -> None:
+        """Send batches until none is left, `window` of them in flight at once, so central
+        ingests one while the next is read and encoded here (each batch still leaves the outbox
+        only with central's answer for it)."""
+        in_flight: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                while len(in_flight) < self.window:
+                    batch = await self.store.next_batch(
+                        self.batch_size, self.max_bytes, in_flight=list(in_flight)
+                    )
+                    if batch is None:
+                        break
+                    in_flight[batch.batch_id] = asyncio.create_task(self._send(batch))
+                if not in_flight:
+                    return
+                done, _ = await asyncio.wait(
+                    in_flight.values(), return_when=asyncio.FIRST_COMPLETED
+                )
+                for batch_id, task in list(in_flight.items()):
+                    if task in done:
+                        del in_flight[batch_id]
+                        task.result()  # a failure ends this pump; run() logs and goes on
+        finally:
+            for task in in_flight.values():
+                task.cancel()
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
     async def send_next(self) -> bool:
         """Send one batch, retrying until central answers. False when there was nothing."""
         batch = await self.store.next_batch(self.batch_size, self.max_bytes)
         if batch is None:
             return False
+        await self._send(batch)
+        return True
+
+    async def _send(self, batch: OutboxBatch) -> None:
         results = await self._deliver(batch.batch_id, batch.events)
         outcome = await self.store.finish_batch(batch, results)
         self.stats.batches += 1
@@ -119,9 +150,8 @@ class Forwarder:
             log.warning("events_dead_lettered", count=outcome.dead_letters, batch=batch.batch_id)
         if outcome.conflicts:
             log.warning("offline_coupon_conflicts", count=outcome.conflicts)
-        return True
 
-    async def _deliver(self, batch_id: str, events: Sequence[OutboxEvent]) -> list[EventResult]:
+    async def _deliver(self, batch_id: str, events: Sequence[QueuedEvent]) -> list[EventResult]:
         """Central's results for these events; a batch central refuses as a whole (400) is
         split in halves until the event it refuses stands alone, which becomes a dead letter."""
         try:
@@ -136,7 +166,7 @@ class Forwarder:
             return first + await self._deliver(new_ulid(), events[half:])
 
     async def _post_until_answered(
-        self, batch_id: str, events: Sequence[OutboxEvent]
+        self, batch_id: str, events: Sequence[QueuedEvent]
     ) -> list[EventResult]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(_worth_retrying),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -281,9 +282,25 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """An event as the outbox holds it: its payload stays the JSON text written at commit, so
+    sending it costs no parse and no re-encoding; `payload` parses it when needed."""
+
+    event_id: str
+    type: str
+    occurred_at: str
+    payload_json: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.payload_json)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxBatch:
     batch_id: str
-    events: list[OutboxEvent]
+    events: list[QueuedEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,11 +321,16 @@ class BatchOutcome:
     unanswered: int
 
 
+_OUR_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
 def _central_stamp(text: str | None) -> str | None:
     """Central's RFC 3339 stamp in our one shape, so that it compares as text with
     `balance_as_of` (also stored through `utc_stamp`); None when it cannot be read."""
     if not text:
         return None
+    if _OUR_STAMP.fullmatch(text):
+        return text
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -318,8 +340,8 @@ def _central_stamp(text: str | None) -> str | None:
     return utc_stamp(moment)
 
 
-def _outbox_row(row: Sequence[Any]) -> OutboxEvent:
-    return OutboxEvent(str(row[0]), str(row[1]), str(row[2]), json.loads(row[3]))
+def _outbox_row(row: Sequence[Any]) -> QueuedEvent:
+    return QueuedEvent(str(row[0]), str(row[1]), str(row[2]), str(row[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -848,11 +870,16 @@ class Store:
 
     # ---- the outbox, towards central ---------------------------------------------------------
 
-    async def next_batch(self, max_events: int, max_bytes: int) -> OutboxBatch | None:
+    async def next_batch(
+        self, max_events: int, max_bytes: int, in_flight: Sequence[str] = ()
+    ) -> OutboxBatch | None:
         """The batch to send next: an unfinished one (sent before a restart or a failure, with
-        the same id and events), else the oldest events that fit, stamped with a new batch id."""
+        the same id and events), else the oldest events that fit, stamped with a new batch id.
+        Batches `in_flight` (being sent right now) are not offered again."""
         rows = await self._reader.execute_fetchall(
-            "SELECT batch_id FROM outbox WHERE batch_id IS NOT NULL ORDER BY seq LIMIT 1"
+            "SELECT batch_id FROM outbox WHERE batch_id IS NOT NULL"
+            " AND batch_id NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT 1",
+            (json.dumps(list(in_flight)),),
         )
         unfinished = next(iter(rows), None)
         if unfinished is not None:
@@ -868,7 +895,7 @@ class Store:
             " ORDER BY seq LIMIT ?",
             (max_events,),
         )
-        events: list[OutboxEvent] = []
+        events: list[QueuedEvent] = []
         size = 0
         for row in rows:
             size += len(row[3]) + len(row[0]) + len(row[1]) + len(row[2]) + 64
