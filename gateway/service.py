@@ -36,7 +36,7 @@ from gateway.domain.models import (
     Refusal,
     Settlement,
 )
-from gateway.domain.money import format_amount, parse_amount
+from gateway.domain.money import format_amount, format_money, parse_amount
 from gateway.domain.reasons import CASHIER_TEXT, Reason
 from gateway.domain.rules_doc import DEFAULT_RULES, RulesDocument
 from gateway.rules.coupons import CouponUsage, coupon_refusal
@@ -71,6 +71,8 @@ class ServiceOptions:
     store_id: str
     gateway_id: str = ""
     currency_decimals: int = 2
+    currency: str = "EUR"
+    locale: str = "en"  # receipt amounts: decimal separator, currency symbol place
     timezone: dt.tzinfo = dt.UTC
     reservation_ttl: dt.timedelta = dt.timedelta(hours=2)
     rules: RulesDocument = DEFAULT_RULES  # until a rules document arrives or is configured
@@ -480,6 +482,7 @@ class Gateway:
             tickets_earned=tickets,
             wallet_points=balance.wallet,
             receipt_lines=self._receipt(
+                request,
                 member,
                 earned,
                 tickets,
@@ -499,6 +502,7 @@ class Gateway:
                 {
                     "code": c.code,
                     "coupon_ref": c.ref,
+                    "origin": c.origin,
                     "business_date": request.business_date.isoformat(),
                     "wsid": request.wsid,
                     "check": request.check,
@@ -561,6 +565,7 @@ class Gateway:
 
     def _receipt(
         self,
+        request: PostRequest,
         member: Member | None,
         earned: int,
         tickets: int,
@@ -582,4 +587,11 @@ class Gateway:
             lines.append(receipt_line("Points this visit", str(earned)))
         if member is not None:  # a member this store does not hold: central knows the balance
             lines.append(receipt_line("Points balance", str(balance.points)))
+        saved = request.subtotal - request.total
+        if saved > 0 and request.coupon_refs:
+            options = self.options
+            amount = format_money(
+                saved, options.currency_decimals, options.currency, options.locale
+            )
+            lines.append(receipt_line("You saved", amount))
         return tuple(lines[:RECEIPT_LINES])

@@ -465,3 +465,40 @@ def test_the_rules_document_example_in_the_docs_is_valid() -> None:
     block = text.split("```json", 1)[1].split("```", 1)[0]
     document = RulesDocument.model_validate(json.loads(block))
     assert document.version and document.app_token_keys
+
+
+@pytest.mark.parametrize(
+    ("locale", "currency", "minor", "text"),
+    [
+        ("de_DE", "EUR", 500, "5,00 €"),
+        ("fr", "EUR", 123456, "1234,56 €"),
+        ("en_GB", "GBP", 500, "£5.00"),
+        ("en_US", "USD", -250, "-$2.50"),
+        ("ja", "JPY", 500, "5.00 ¥"),
+    ],
+)
+def test_receipt_amounts_follow_the_store_locale(
+    locale: str, currency: str, minor: int, text: str
+) -> None:
+    from gateway.domain.money import format_money
+
+    decimals = 2
+    assert format_money(minor, decimals, currency, locale) == text
+
+
+async def test_a_coupon_check_shows_the_saving_and_reports_the_coupon_origin(
+    gateway: RunningGateway,
+) -> None:
+    connection = await gateway.connect()
+    station = connection.workstation(3)
+    try:
+        coupon = await station.request("COUPON", "3", "301", "M1", "WELCOME5", "27.40")
+        posted = await station.request(
+            "POST", "3", "1", "301", DATE, "M1", "27.40", "22.40", "1*1001*27.40", coupon[1]
+        )
+        assert posted[0] == "POST_OK"
+        assert "You saved".ljust(27) + "€5.00" in posted[5:]
+        redeemed = [e for e in await gateway.store.outbox_events() if e.type == "coupon.redeemed"]
+        assert redeemed[-1].payload["origin"] == "campaign"
+    finally:
+        await connection.close()

@@ -26,3 +26,22 @@ def format_amount(minor: int, decimals: int) -> str:
     scale: int = 10**decimals
     whole, frac = divmod(abs(minor), scale)
     return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"
+
+
+_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CHF": "CHF", "SEK": "kr",
+            "NOK": "kr", "DKK": "kr", "PLN": "zł", "CZK": "Kč", "HUF": "Ft"}  # fmt: skip
+# language -> (decimal separator, symbol before the amount)
+_STYLES = {"en": (".", True), "de": (",", False), "fr": (",", False), "es": (",", False),
+           "it": (",", False), "nl": (",", False), "pt": (",", False), "fi": (",", False),
+           "sv": (",", False), "da": (",", False), "nb": (",", False), "pl": (",", False),
+           "cs": (",", False), "hu": (",", False)}  # fmt: skip
+
+
+def format_money(minor: int, decimals: int, currency: str, locale: str = "en") -> str:
+    """An amount for a receipt in the store's locale: `5,00 €` (de, fr ...), `€5.00` (en)."""
+    separator, before = _STYLES.get(locale.split("_")[0].split("-")[0].lower(), (".", False))
+    number = format_amount(minor, decimals).replace(".", separator)
+    symbol = _SYMBOLS.get(currency, currency)
+    if before and len(symbol) == 1:
+        return f"-{symbol}{number[1:]}" if number.startswith("-") else f"{symbol}{number}"
+    return f"{number} {symbol}"

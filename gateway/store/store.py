@@ -68,6 +68,7 @@ class ReservedCoupon:
     # Whether posting this check redeems it: a live reservation does; a released one only if
     # the coupon still has a use left (its reservation expired or was voided meanwhile).
     redeemable: bool = False
+    origin: str | None = None  # reward, occasion, campaign, voucher: kept for reporting
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,7 @@ def _insert_events(conn: sqlite3.Connection, events: Iterable[OutboxEvent]) -> N
 
 # What a posted check's points depend on: the member's row with its balance, and its coupons'
 # reservations. Raw rows, so that the writer can compare them cheaply with what the loop saw.
-CheckContext = tuple[tuple[Any, ...] | None, tuple[tuple[str, Any, Any, bool], ...]]
+CheckContext = tuple[tuple[Any, ...] | None, tuple[tuple[str, Any, Any, bool, Any], ...]]
 
 
 _TICKETS_THIS_MONTH = """
@@ -199,15 +200,17 @@ def _check_context(
             # Tickets this month: central's count for the month plus what it has not applied.
             tickets = conn.execute(_TICKETS_THIS_MONTH, (member_id, month)).fetchone()
             member_row = (*member_row, int(tickets[0]) if tickets else 0)
-    coupons: list[tuple[str, Any, Any, bool]] = []
+    coupons: list[tuple[str, Any, Any, bool, Any]] = []
     claimed: dict[str, int] = {}  # uses this check takes again, per code
     for ref in dict.fromkeys(coupon_refs):  # a ref listed twice is one coupon
         row = conn.execute(
-            "SELECT code, status, released_by, expires_at FROM coupon_reservations WHERE ref = ?",
+            "SELECT r.code, r.status, r.released_by, r.expires_at,"
+            " json_extract(c.record, '$.origin') FROM coupon_reservations r"
+            " LEFT JOIN coupons c ON c.code = r.code WHERE r.ref = ?",
             (ref,),
         ).fetchone()
         if row is None:
-            coupons.append((ref, None, None, False))
+            coupons.append((ref, None, None, False, None))
             continue
         code, status, released_by, expires_at = str(row[0]), str(row[1]), row[2], str(row[3])
         live = status == "reserved" and expires_at > now_s
@@ -231,7 +234,7 @@ def _check_context(
             redeemable = allowed is None or used + claimed.get(code, 0) < allowed
             if redeemable:
                 claimed[code] = claimed.get(code, 0) + 1
-        coupons.append((ref, code, status, redeemable))
+        coupons.append((ref, code, status, redeemable, row[4]))
     return member_row, tuple(coupons)
 
 
