@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gateway import __version__
@@ -45,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--registers", type=int, default=0, help="load: registers at once")
     simulate.add_argument("--duration", type=float, default=10.0, help="load: seconds")
     commands.add_parser("status", help="what the running gateway is doing (admin API)")
+    commands.add_parser("doctor", help="check database, disk, clock, ports and central")
+    backup = commands.add_parser("backup", help="copy the database safely, even while running")
+    backup.add_argument("path", type=Path)
+    dead = commands.add_parser("dead-letters", help="events central rejected")
+    dead.add_argument("action", choices=("list", "retry"))
+    dead.add_argument("event_ids", nargs="*", help="retry only these (default: all)")
+    drain = commands.add_parser("drain", help="wait until every event reached central")
+    drain.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     sync = commands.add_parser("sync", help="fetch central's changes into the cache now")
     sync.add_argument("--full", action="store_true", help="start over from a full snapshot")
     catalog = commands.add_parser("catalog", help="the POS menu sent to central")
@@ -169,6 +179,151 @@ def _status(settings: Settings) -> int:
     return 0
 
 
+def _admin_get(settings: Settings, path: str) -> dict[str, Any] | None:
+    """The running gateway's admin API, or None when it does not answer."""
+    import httpx
+
+    admin = settings.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::") else admin.host
+    headers = {}
+    if admin.token_file is not None:
+        headers["Authorization"] = f"Bearer {admin.token_file.read_text().strip()}"
+    try:
+        response = httpx.get(f"http://{host}:{admin.port}{path}", headers=headers, timeout=3)
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def _doctor(settings: Settings) -> int:
+    import datetime as dt
+    import email.utils
+
+    import httpx
+    from rich.table import Table
+
+    from gateway.doctor import Finding, check_clock, local_findings
+    from sync.client import CentralRefused, CentralUnavailable
+
+    running = _admin_get(settings, "/status")
+    findings = local_findings(
+        settings,
+        sim_ours=running is not None and "sim_tcp" in running.get("adapters", {}),
+        admin_ours=running is not None,
+    )
+    central_date = None
+    if settings.central.url:
+        try:
+            async with _central(settings) as central:
+                page = await central.changes("", 1)  # a read: harmless, proves auth and TLS
+            findings.append(
+                Finding("central", "ok", f"{settings.central.url} answered ({len(page.changes)})")
+            )
+            async with httpx.AsyncClient(verify=False, timeout=5) as plain:
+                date = (await plain.head(settings.central.url)).headers.get("date")
+            central_date = email.utils.parsedate_to_datetime(date) if date else None
+        except CentralRefused as refused:
+            findings.append(
+                Finding("central", "fail", f"central refused us: {refused}; check token, store id")
+            )
+        except CentralUnavailable as error:
+            text = str(error)
+            if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+                detail = (
+                    f"TLS certificate of {settings.central.url} is not trusted ({text});"
+                    " check central.ca_file"
+                )
+            else:
+                detail = f"central unreachable at {settings.central.url}: {text}"
+            findings.append(Finding("central", "fail", detail))
+        except (httpx.HTTPError, ValueError, TypeError):
+            pass
+    else:
+        findings.append(Finding("central", "ok", "standalone (no central.url)"))
+    findings.append(
+        check_clock(settings, central_date.astimezone(dt.UTC) if central_date else None)
+    )
+    table = Table(title="edge-gateway doctor")
+    for column in ("check", "verdict", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for f in findings:
+        table.add_row(f.check, f"[{colours[f.verdict]}]{f.verdict}[/]", escape(f.detail))
+    Console(width=160).print(table)
+    return 1 if any(f.verdict == "fail" for f in findings) else 0
+
+
+async def _dead_letters(settings: Settings, action: str, event_ids: list[str]) -> int:
+    from gateway.store.store import Store
+
+    store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+    console = Console()
+    try:
+        if action == "list":
+            letters = await store.dead_letters()
+            for letter in letters:
+                console.print(
+                    f"{letter['event_id']}  {letter['type']:<18} {letter['failed_at']}"
+                    f"  {letter['reason']}",
+                    markup=False,
+                )
+            console.print(f"{len(letters)} dead letters")
+        else:
+            moved = await store.retry_dead_letters(event_ids or None)
+            console.print(f"{moved} events back in the outbox; the gateway sends them next")
+    finally:
+        await store.close()
+    return 0
+
+
+async def _drain(settings: Settings, within_s: float) -> int:
+    import time
+
+    from gateway.store.store import Store
+
+    console = Console(stderr=True)
+    store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+    try:
+        depth, _ = await store.outbox_depth()
+        running = _admin_get(settings, "/healthz") is not None
+        forwarding: asyncio.Task[None] | None = None
+        if not running and depth:
+            from sync.forwarder import Forwarder
+
+            central = _central(settings)
+            forwarding = asyncio.create_task(Forwarder(store, central).drain())
+        deadline = time.monotonic() + within_s
+        with Progress(
+            TextColumn("draining"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            console=console,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("outbox", total=depth)
+            while depth and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                depth, _ = await store.outbox_depth()
+                bar.update(task, completed=max(0, (bar.tasks[0].total or 0) - depth))
+        if forwarding is not None:
+            forwarding.cancel()
+            await asyncio.gather(forwarding, return_exceptions=True)
+    finally:
+        await store.close()
+    console.print(f"{depth} events still waiting" if depth else "outbox empty", markup=False)
+    return 1 if depth else 0
+
+
+def _backup(settings: Settings, target: Path) -> int:
+    from gateway.store.store import backup_database
+
+    try:
+        verdict = backup_database(settings.database_path, target)
+    except (FileExistsError, OSError, sqlite3.Error) as error:
+        _fail(f"backup failed: {error}", 1)
+    Console().print(f"backup written to {target}; integrity check: {verdict}", markup=False)
+    return 0 if verdict == "ok" else 1
+
+
 def _central(settings: Settings) -> CentralClient:
     from sync.client import CentralClient
 
@@ -289,6 +444,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_switch(settings, args.program, args.command == "pause", args.by))
     if args.command == "status":
         return _status(settings)
+    if args.command == "doctor":
+        return asyncio.run(_doctor(settings))
+    if args.command == "backup":
+        return _backup(settings, args.path)
+    if args.command == "dead-letters":
+        return asyncio.run(_dead_letters(settings, args.action, args.event_ids))
+    if args.command == "drain":
+        return asyncio.run(_drain(settings, args.timeout))
     if args.command == "sync":
         return asyncio.run(_sync(settings, args.full))
     if args.command == "catalog":

@@ -8,6 +8,7 @@ are handed in as pure callables and run there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -1010,6 +1011,36 @@ class Store:
         row = next(iter(rows), None)
         return row[0] if row else None
 
+    async def dead_letters(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT event_id, type, occurred_at, reason, failed_at, payload FROM dead_letters"
+            " ORDER BY failed_at LIMIT ?",
+            (limit,),
+        )
+        names = ("event_id", "type", "occurred_at", "reason", "failed_at", "payload")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    async def retry_dead_letters(self, event_ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back in the outbox (all of them, or those named), same event ids:
+        central de-duplicates, so a retry can never count anything twice."""
+        chosen = json.dumps(list(event_ids)) if event_ids is not None else None
+
+        def job(conn: sqlite3.Connection) -> int:
+            where = "" if chosen is None else " WHERE event_id IN (SELECT value FROM json_each(?))"
+            params: tuple[Any, ...] = () if chosen is None else (chosen,)
+            moved = conn.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, type, occurred_at, payload)"
+                " SELECT event_id, type, occurred_at, payload FROM dead_letters" + where,
+                params,
+            ).rowcount
+            conn.execute("DELETE FROM dead_letters" + where, params)
+            return int(moved)
+
+        moved: int = await self.writer.submit(job)
+        if moved:
+            self._outbox_changed()
+        return moved
+
     async def outbox_depth(self) -> tuple[int, str | None]:
         """(events waiting, occurred_at of the oldest)."""
         rows = await self._reader.execute_fetchall("SELECT COUNT(*), MIN(occurred_at) FROM outbox")
@@ -1059,3 +1090,20 @@ class Store:
             _insert_events(conn, events)
 
         self.writer.add_rider(job)
+
+
+def backup_database(source: Path, target: Path, pages_per_step: int = 256) -> str:
+    """Copy a live database with SQLite's online backup (safe while the daemon writes), then
+    check the copy. Returns the copy's `integrity_check` verdict ("ok" when sound)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; choose a new file")
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as live,
+        contextlib.closing(sqlite3.connect(target)) as copy,
+    ):
+        live.execute("PRAGMA busy_timeout = 10000")
+        live.backup(copy, pages=pages_per_step)  # steps let the writer go on in between
+        copy.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+        verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
+    return str(verdict)

@@ -1,0 +1,166 @@
+"""What store IT runs: the systemd unit, backup under load, doctor, dead letters, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import socket
+import sqlite3
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import RunningGateway
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gateway_process import cli
+
+from gateway.store.store import backup_database
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "packaging" / "systemd" / "edge-gateway.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    # verify insists that ExecStart exists: point it at this checkout's entry point.
+    unit = tmp_path / "edge-gateway.service"
+    binary = ROOT / ".venv" / "bin" / "edge-gateway"
+    text = UNIT.read_text().replace("/opt/edge-gateway/bin/edge-gateway", str(binary))
+    unit.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    for setting in (
+        "Type=notify", "WatchdogSec=", "Restart=on-failure", "User=edge-gateway",
+        "StateDirectory=edge-gateway", "ProtectSystem=strict", "NoNewPrivileges=yes",
+        "PrivateTmp=yes", "RestrictAddressFamilies=",
+    ):  # fmt: skip
+        assert setting in text
+
+
+async def test_a_backup_taken_under_load_opens_and_passes_integrity_check(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    connection = await gateway.connect()
+    posted = 0
+    stop, warmed_up = asyncio.Event(), asyncio.Event()
+
+    async def register(wsid: int) -> None:
+        nonlocal posted
+        station = connection.workstation(wsid)
+        check = wsid * 10_000
+        while not stop.is_set():
+            check += 1
+            fields = ["POST", str(wsid), "1", str(check), "20261123", "M1", "1.00", "1.00", "", ""]
+            assert (await station.request(*fields))[0] == "POST_OK"
+            posted += 1
+            if posted >= 50:
+                warmed_up.set()
+
+    load = [asyncio.create_task(register(w)) for w in range(1, 5)]
+    try:
+        await asyncio.wait_for(warmed_up.wait(), 30)  # under load
+        before = posted
+        target = tmp_path / "backup" / "gateway.db"
+        verdict = await asyncio.to_thread(backup_database, gateway.store.path, target)
+        stop.set()
+        await asyncio.gather(*load)
+    finally:
+        await connection.close()
+    assert verdict == "ok"
+    with sqlite3.connect(target) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert copy.execute("SELECT COUNT(*) FROM posted_checks").fetchone()[0] >= before
+    with pytest.raises(FileExistsError):
+        backup_database(gateway.store.path, target)  # never overwrites a backup
+
+
+def _self_signed(tmp_path: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "central.example")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+async def test_doctor_reports_an_unreachable_central_a_bad_certificate_and_a_full_disk(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    code, out, _ = await cli(
+        data_dir, "doctor", EDGE_GATEWAY_CENTRAL__URL=f"http://127.0.0.1:{closed_port}",
+        EDGE_GATEWAY_ADMIN__PORT="0",
+    )  # fmt: skip
+    assert code == 1 and "central unreachable" in out
+
+    async def tls_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(tls_answer, "127.0.0.1", 0, ssl=_self_signed(tmp_path))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        code, out, _ = await cli(
+            data_dir, "doctor", EDGE_GATEWAY_CENTRAL__URL=f"https://127.0.0.1:{port}",
+            EDGE_GATEWAY_ADMIN__PORT="0",
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert code == 1 and "certificate" in out and "not trusted" in out
+
+    code, out, _ = await cli(
+        data_dir, "doctor", EDGE_GATEWAY_STORAGE__MIN_FREE_MB=str(10**9),
+        EDGE_GATEWAY_ADMIN__PORT="0",
+    )  # fmt: skip
+    assert code == 1 and "disk nearly full" in out
+
+    code, out, _ = await cli(data_dir, "doctor", EDGE_GATEWAY_ADMIN__PORT="0")
+    assert code == 0 and "standalone" in out
+
+
+async def test_dead_letters_can_be_listed_and_retried(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    code, _, err = await cli(data_dir, "dead-letters", "list")
+    assert code == 0, err
+    with sqlite3.connect(data_dir / "gateway.db") as db:
+        db.execute(
+            "INSERT INTO dead_letters VALUES ('01J0000000000000000000DEAD', 'check.posted',"
+            " '2026-11-23T10:00:00.000000Z', '{}', 'INVALID_PAYLOAD: total', "
+            " '2026-11-23T10:00:01.000000Z')"
+        )
+    code, out, _ = await cli(data_dir, "dead-letters", "list")
+    assert "01J0000000000000000000DEAD" in out and "INVALID_PAYLOAD" in out
+    code, out, _ = await cli(data_dir, "dead-letters", "retry")
+    assert code == 0 and "1 events back in the outbox" in out
+    with sqlite3.connect(data_dir / "gateway.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 0
+        assert db.execute("SELECT event_id FROM outbox").fetchall() == [
+            ("01J0000000000000000000DEAD",)
+        ]
