@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup system-deps demo run test lint unit bench clean
+.PHONY: help setup system-deps demo run test lint unit bench deb clean
 
 help:
 	@echo "make demo   - set up, then show registers talking to a gateway with sample data"
@@ -41,6 +41,9 @@ unit: setup system-deps
 	$(BIN)/pytest
 
 test: lint unit
+
+deb:
+	bash packaging/debian/build-deb.sh dist
 
 bench: setup
 	$(BIN)/python -m bench.run_all
