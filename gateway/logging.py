@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
@@ -105,12 +107,18 @@ def _wants_json(fmt: str, stream: TextIO) -> bool:
         return True
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Send structlog and stdlib logging to `stream` (stderr by default). Safe to call again."""
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    file: Path | None = None,
+) -> None:
+    """Send structlog and stdlib logging to `stream` (stderr by default), or to a rotating
+    `file` (the Windows service: no journald there). Safe to call again."""
     if level.lower() not in _LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(_LEVELS)}")
     out = stream if stream is not None else sys.stderr
-    as_json = _wants_json(fmt, out)
+    as_json = _wants_json(fmt, out) or file is not None
 
     # Run for structlog events when they are made, and for stdlib records when they are formatted.
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts")
@@ -141,7 +149,15 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             renderer,
         ],
     )
-    handler = logging.StreamHandler(out)
+    handler: logging.Handler
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        # 10 files of 10 MiB: a month of a busy store, never a full disk.
+        handler = logging.handlers.RotatingFileHandler(
+            file, maxBytes=10 * 1024 * 1024, backupCount=10, encoding="utf-8"
+        )
+    else:
+        handler = logging.StreamHandler(out)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
 
