@@ -33,8 +33,8 @@ run: setup
 	$(BIN)/edge-gateway run
 
 lint: setup
-	$(BIN)/ruff check gateway pos_adapters sync tests bench
-	$(BIN)/ruff format --check gateway pos_adapters sync tests bench
+	$(BIN)/ruff check gateway pos_adapters sync isl_plugin tests bench
+	$(BIN)/ruff format --check gateway pos_adapters sync isl_plugin tests bench
 	$(BIN)/mypy
 
 unit: setup system-deps
