@@ -4,12 +4,14 @@ consent, post_check, ping. It turns register requests into store work and rule d
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
-from collections import Counter
-from collections.abc import Callable, Mapping
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -81,11 +83,55 @@ class ServiceOptions:
     offline_max_amount: int | None = None  # minor units, for allow_up_to
 
 
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Latency:
+    """A histogram of how long the service took to answer one command (Prometheus buckets)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.total_s += seconds
+
+
+_Self = TypeVar("_Self", bound="Gateway")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _timed(
+    command: str,
+) -> Callable[
+    [Callable[Concatenate[_Self, _P], Awaitable[_R]]],
+    Callable[Concatenate[_Self, _P], Awaitable[_R]],
+]:
+    def wrap(
+        method: Callable[Concatenate[_Self, _P], Awaitable[_R]],
+    ) -> Callable[Concatenate[_Self, _P], Awaitable[_R]]:
+        async def timed(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            started = time.perf_counter()
+            try:
+                return await method(self, *args, **kwargs)
+            finally:
+                self.stats.latency[command].observe(time.perf_counter() - started)
+
+        timed.__name__ = method.__name__
+        timed.__doc__ = method.__doc__
+        return timed
+
+    return wrap
+
+
 @dataclass
 class ServiceStats:
     """Requests by (command, outcome); outcome is `ok` or a reason code."""
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latency: defaultdict[str, Latency] = field(default_factory=lambda: defaultdict(Latency))
     unknown_coupon_refs: int = 0
     refused_coupon_refs: int = 0
     offline_authorizations: int = 0
@@ -178,11 +224,13 @@ class Gateway:
 
     # ---- the commands --------------------------------------------------------------------------
 
+    @_timed("PING")
     async def ping(self) -> Pong:
         self._count("PING", "ok")
         state: CentralState = self._central_state() if self._central_state else "STANDALONE"
         return Pong(state=state, version=__version__)
 
+    @_timed("IDENT")
     async def identify(self, request: IdentRequest) -> IdentOk | Refusal:
         now = self._clock()
         rules = self.rules(now)
@@ -239,6 +287,7 @@ class Gateway:
             message=f"Welcome {member.display_name}".strip(),
         )
 
+    @_timed("COUPON")
     async def check_coupon(self, request: CouponRequest) -> CouponOk | Refusal:
         now = self._clock()
         decimals = self.options.currency_decimals
@@ -360,6 +409,7 @@ class Gateway:
 
         await self.store.release_coupon(ref, now, released, released_by=reason)
 
+    @_timed("COUPON_VOID")
     async def void_coupon(self, request: CouponVoidRequest) -> CouponVoidOk | Refusal:
         now = self._clock()
 
@@ -386,6 +436,7 @@ class Gateway:
 
         return await self.store.release_expired(now, expired)
 
+    @_timed("CONSENT")
     async def consent(self, request: ConsentRequest) -> ConsentOk | Refusal:
         view = await self.store.member(request.member_id)
         if view is None:
@@ -417,6 +468,7 @@ class Gateway:
         self._count("CONSENT", "ok")
         return ConsentOk(request.member_id, earn_mode)  # type: ignore[arg-type]
 
+    @_timed("POST")
     async def post_check(self, request: PostRequest) -> PostOk | Refusal:
         now = self._clock()
         rules = self.rules(now)

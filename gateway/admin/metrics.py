@@ -4,11 +4,11 @@ from the components' own tallies, so nothing is counted twice or kept in two pla
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 Tally = Callable[[], Mapping[tuple[str, ...], float]]
@@ -24,6 +24,30 @@ class _TallyCollector(Collector):
         family = CounterMetricFamily(self._name, self._doc, labels=self._labels)
         for label_values, value in sorted(self._tally().items()):
             family.add_metric(list(label_values), value)
+        yield family
+
+
+LatencyTally = Callable[[], Mapping[str, tuple[Sequence[float], Sequence[int], float]]]
+
+
+class _LatencyCollector(Collector):
+    """Answer times per command, from the service's own histograms."""
+
+    def __init__(self, tally: LatencyTally) -> None:
+        self._tally = tally
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "edge_gateway_request_seconds",
+            "Time the gateway took to answer a register request, by command",
+            labels=["command"],
+        )
+        for command, (bounds, counts, total) in sorted(self._tally().items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*bounds, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric([command], buckets, total)
         yield family
 
 
@@ -71,6 +95,9 @@ class GatewayMetrics:
 
     def add_tally(self, name: str, documentation: str, labels: list[str], tally: Tally) -> None:
         self.registry.register(_TallyCollector(name, documentation, labels, tally))
+
+    def add_latency(self, tally: LatencyTally) -> None:
+        self.registry.register(_LatencyCollector(tally))
 
     def update(self, status: Mapping[str, Any]) -> None:
         outbox = status.get("outbox", {})
