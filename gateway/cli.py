@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_effective(settings))
         return 0
     settings = _settings(args.config)
-    configure_logging(settings.log.level, settings.log.format)
+    configure_logging(settings.log.level, settings.log.format, file=settings.log.file)
     if args.command == "run":
         from gateway.daemon import main as run_daemon
 

@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -66,7 +67,11 @@ __all__ = [
     "render_effective",
 ]
 
-DEFAULT_CONFIG_PATH = Path("/etc/edge-gateway/gateway.toml")
+DEFAULT_CONFIG_PATH = (
+    Path(os.environ.get("PROGRAMDATA", "C:/ProgramData")) / "edge-gateway" / "gateway.toml"
+    if sys.platform == "win32"
+    else Path("/etc/edge-gateway/gateway.toml")
+)
 ENV_PREFIX = "EDGE_GATEWAY_"
 ENV_CONFIG_PATH = "EDGE_GATEWAY_CONFIG"
 MASK = "***"
@@ -360,6 +365,7 @@ class MqttSettings(BaseModel):
     username: OptionalStr = None
     password_file: OptionalPath = None
     tls: bool = False
+    ca_file: OptionalPath = None  # CA bundle for the broker's certificate (addition to DESIGN)
 
     @field_validator("url")
     @classmethod
@@ -471,6 +477,7 @@ class LogSettings(BaseModel):
 
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
     format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
+    file: OptionalPath = None  # a rotating log file instead of stderr (the Windows service)
 
 
 class _TomlFile(TomlConfigSettingsSource):
@@ -497,6 +504,7 @@ class Settings(BaseSettings):
     timezone: OptionalStr = None
     currency: str = "EUR"
     rules_file: OptionalPath = None  # a rules document (JSON) for a store without central
+    locale: str = "en"  # how receipt lines write amounts: "de" -> 5,00 €, "en" -> €5.00
 
     central: CentralSettings = Field(default_factory=CentralSettings)
     sim: SimSettings = Field(default_factory=SimSettings)

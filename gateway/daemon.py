@@ -25,6 +25,8 @@ from gateway.config import Settings, currency_decimals
 from gateway.domain.rules_doc import RulesDocument
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
+from pos_adapters.mqtt import MqttAdapter, MqttOptions, MqttResponder, Topics
+from pos_adapters.sim.serial import LineSettings, SerialAdapter
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
 from sync.catalog import product_rows, push_catalog, read_menu_export, seconds_until
@@ -54,6 +56,8 @@ def service_options(settings: Settings) -> ServiceOptions:
         store_id=settings.store_id,
         gateway_id=settings.gateway_id,
         currency_decimals=currency_decimals(settings.currency),
+        currency=settings.currency,
+        locale=settings.locale,
         timezone=settings.tzinfo(),
         reservation_ttl=dt.timedelta(seconds=settings.coupons.reservation_ttl_s),
         authorization_budget_s=settings.central.authorization_budget_ms / 1000,
@@ -74,6 +78,8 @@ class Daemon:
     forwarder: Forwarder | None = None
     refresher: Refresher | None = None
     admin: AdminServer | None = None
+    serial: SerialAdapter | None = None  # registers on serial lines ([serial] ports)
+    mqtt: MqttAdapter | None = None  # registers over MQTT ([mqtt] url)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     started_at: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -102,6 +108,7 @@ class Daemon:
                 idle_timeout_s=settings.sim.idle_timeout_s,
             )
             await self.sim.start()
+        await self._start_line_and_mqtt_adapters(self.service)
         self._tasks.append(asyncio.create_task(self._sweep_reservations(), name="sweeper"))
         if self.central is not None:
             self._run_sync(self.store, self.central)
@@ -201,6 +208,75 @@ class Daemon:
             states["sim_tcp"] = {
                 "state": "listening" if self.sim.listening else "stopped",
                 "connections": self.sim.stats.open_connections,
+            }
+        states.update(self._line_and_mqtt_adapter_states())
+        return states
+
+    # ---- registers on serial lines and over MQTT ------------------------------------------------
+    # Both start in the background and never hold the start-up up: a port that is not there yet
+    # or a broker that is down is retried with backoff, and logged once (docs/protocol.md).
+
+    async def _start_line_and_mqtt_adapters(self, service: Gateway) -> None:
+        settings = self.settings
+        if settings.serial.ports:
+            self.serial = SerialAdapter(
+                # A responder of their own: source ids on serial lines and on TCP are separate
+                # registers, so their retransmission caches must not mix.
+                SimResponder(service, encoding=settings.sim.encoding),
+                [
+                    LineSettings(
+                        device=port.device,
+                        baudrate=port.baudrate,
+                        parity=port.parity,
+                        stopbits=port.stopbits,
+                        bytesize=port.bytesize,
+                    )
+                    for port in settings.serial.ports
+                ],
+                max_frame=settings.sim.max_frame,
+                read_timeout_s=settings.sim.read_timeout_s,
+            )
+            await self.serial.start()
+        mqtt = settings.mqtt
+        if mqtt.url:
+            password = None
+            if mqtt.password_file is not None:
+                password = mqtt.password_file.read_text(encoding="utf-8").strip()
+            options = MqttOptions.from_url(
+                mqtt.url,
+                tls=mqtt.uses_tls,
+                ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
+                username=mqtt.username,
+                password=password,
+                client_id=f"edge-gateway-{settings.store_id}-{settings.gateway_id}",
+                gateway_id=settings.gateway_id,
+                version=__version__,
+            )
+            topics = Topics(mqtt.prefix, settings.store_id)
+            self.mqtt = MqttAdapter(MqttResponder(service, topics), options)
+            await self.mqtt.start()
+
+    async def _stop_line_and_mqtt_adapters(self) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+        if self.serial is not None:
+            await self.serial.stop()
+
+    def _line_and_mqtt_adapter_states(self) -> dict[str, dict[str, object]]:
+        states: dict[str, dict[str, object]] = {}
+        # "connections" is what the admin metrics read: open lines, or 1 while on the broker.
+        if self.serial is not None:
+            ports = self.serial.states()
+            open_lines = sum(1 for port in ports.values() if port["state"] == "open")
+            states["serial"] = {
+                "state": "open" if open_lines == len(ports) else "degraded",
+                "connections": open_lines,
+                "ports": ports,
+            }
+        if self.mqtt is not None:
+            states["mqtt"] = {
+                **self.mqtt.states(),
+                "connections": 1 if self.mqtt.state == "connected" else 0,
             }
         return states
 
@@ -321,6 +397,7 @@ class Daemon:
             await self.admin.stop()
         if self.sim is not None:
             await self.sim.stop()
+        await self._stop_line_and_mqtt_adapters()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

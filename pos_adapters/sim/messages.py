@@ -292,3 +292,57 @@ async def execute(service: Gateway, command: str, request: Request) -> Answer:
     if isinstance(request, PostRequest):
         return await service.post_check(request)
     return await service.ping()
+
+
+# ---- reply fields by name (MQTT's JSON keys) ----------------------------------------------------
+
+# The fields after a reply's first, by name, in wire order. MQTT sends them as JSON keys; the SIM
+# frame sends them positionally. POST_OK's receipt lines (0 to 8 fields) are one list, always last.
+RECEIPT_LINES = "receipt_lines"
+_REFUSAL = ("reason", "message")
+REPLY_FIELDS: dict[str, tuple[str, ...]] = {
+    "PONG": ("state", "version"),
+    "IDENT_OK": ("member_ref", "display_name", "tier", "points_balance", "earn_mode", "message"),
+    "COUPON_OK": ("coupon_ref", "kind", "pos_discount_object", "value", "item_object", "message"),
+    "COUPON_VOID_OK": (),
+    "CONSENT_OK": (),
+    "POST_OK": (
+        "points_earned",
+        "points_balance",
+        "tickets_earned",
+        "wallet_points",
+        RECEIPT_LINES,
+    ),
+    "IDENT_FAIL": _REFUSAL,
+    "COUPON_FAIL": _REFUSAL,
+    "CONSENT_FAIL": _REFUSAL,
+    "POST_FAIL": _REFUSAL,
+    "ERROR": _REFUSAL,
+}
+
+
+def name_reply(fields: Sequence[str]) -> dict[str, str | list[str]]:
+    """Positional reply fields -> {"reply": first field, name: value, ...}."""
+    kind = fields[0]
+    names = REPLY_FIELDS[kind]
+    named: dict[str, str | list[str]] = {"reply": kind}
+    for position, name in enumerate(names, start=1):
+        if name == RECEIPT_LINES:
+            named[name] = list(fields[position:])
+        else:
+            named[name] = fields[position] if position < len(fields) else ""
+    return named
+
+
+def unname_reply(named: dict[str, str | list[str]]) -> list[str]:
+    """The inverse of `name_reply`: a named reply back to positional fields."""
+    kind = named["reply"]
+    assert isinstance(kind, str)
+    fields = [kind]
+    for name in REPLY_FIELDS[kind]:
+        value = named.get(name, "")
+        if isinstance(value, list):
+            fields.extend(value)
+        else:
+            fields.append(value)
+    return fields

@@ -1,0 +1,1 @@
+"""One conformance suite for every register transport: SIM over TCP, SIM on serial lines, MQTT."""

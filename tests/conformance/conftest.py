@@ -1,0 +1,24 @@
+"""The `transport` fixture: every conformance test runs once per register transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.service import Gateway
+
+from .harness import TRANSPORTS, Harness, make_harness
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def transport(
+    request: pytest.FixtureRequest, service: Gateway, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    harness = make_harness(request.param, service, tmp_path / request.param)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.close()

@@ -1,0 +1,260 @@
+"""One harness per transport: the real adapter in front of the real service and store, registers
+that talk to it, and the transport's own failure (`fail()`) and recovery (`recover()`)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+import serial_asyncio_fast
+from conftest import STORE_ID
+
+from gateway.service import Gateway
+from pos_adapters.mqtt import MqttAdapter, MqttOptions, MqttResponder, Topics
+from pos_adapters.sim.serial import LineSettings, SerialAdapter, SerialLine
+from pos_adapters.sim.session import SimResponder
+from pos_adapters.sim.tcp import SimTcpServer
+
+from .infra import Mosquitto, PtyPair, until
+from .registers import MqttRegister, Register, SimRegister, Streams
+
+TRANSPORTS = ("tcp", "serial", "mqtt")
+
+
+class Harness(Protocol):
+    name: str
+    damaged_reason: str  # what a damaged message is answered with on this transport
+
+    async def start(self) -> None: ...
+
+    async def registers(self, *wsids: int) -> list[Register]:
+        """Registers connected and ready, one per wsid (each on a line of its own on serial)."""
+        ...
+
+    async def fail(self) -> None:
+        """The transport's own failure, awaited until the adapter has noticed it."""
+        ...
+
+    async def recover(self) -> None:
+        """Undo `fail()`; returns once the adapter and every register are back."""
+        ...
+
+    def errors(self, reason: str) -> int:
+        """ERROR replies counted by the adapter for `reason`."""
+        ...
+
+    def replayed(self) -> int:
+        """Requests answered from the retransmission / redelivery cache."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TcpHarness:
+    name = "tcp"
+    damaged_reason = "BAD_CHECKSUM"
+
+    def __init__(self, service: Gateway, directory: Path) -> None:
+        self.responder = SimResponder(service)
+        self.server = SimTcpServer(
+            self.responder, port=0, allow=[ipaddress.ip_network("127.0.0.0/8")]
+        )
+        self._registers: list[SimRegister] = []
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def _open(self) -> Streams:
+        return await asyncio.open_connection("127.0.0.1", self.server.port)
+
+    async def registers(self, *wsids: int) -> list[Register]:
+        made = [SimRegister(wsid, self._open) for wsid in wsids]
+        for register in made:
+            await register.connect()
+        self._registers += made
+        return list(made)
+
+    async def fail(self) -> None:
+        for register in self._registers:
+            register.abort()  # an RST, as when a register is unplugged mid-conversation
+
+    async def recover(self) -> None:
+        for register in self._registers:
+            await register.reconnect()
+
+    def errors(self, reason: str) -> int:
+        return self.responder.stats.errors[reason]
+
+    def replayed(self) -> int:
+        return self.responder.stats.replayed
+
+    async def close(self) -> None:
+        await self.server.stop(grace_s=1.0)
+        for register in self._registers:
+            await register.close()
+
+
+class SerialHarness:
+    """Each register on a line of its own: a socat pty pair, served by one SerialAdapter per
+    `registers()` call (so 20 registers are 20 ports of one adapter), all sharing one responder,
+    as the daemon does."""
+
+    name = "serial"
+    damaged_reason = "BAD_CHECKSUM"
+
+    def __init__(self, service: Gateway, directory: Path) -> None:
+        self.responder = SimResponder(service)
+        self.directory = directory
+        self.adapters: list[SerialAdapter] = []
+        self.pairs: list[PtyPair] = []
+        self._registers: list[SimRegister] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def registers(self, *wsids: int) -> list[Register]:
+        pairs = [
+            PtyPair(self.directory, f"ws{wsid}-{len(self.pairs) + n}")
+            for n, wsid in enumerate(wsids)
+        ]
+        await asyncio.gather(*(pair.start() for pair in pairs))
+        self.pairs += pairs
+        adapter = SerialAdapter(
+            self.responder,
+            [LineSettings(str(pair.gateway_end), baudrate=115200) for pair in pairs],
+            reopen_first_s=0.02,
+            reopen_max_s=0.2,
+        )
+        self.adapters.append(adapter)
+        await adapter.start()
+        await opened(adapter)
+        made = [
+            SimRegister(wsid, self._opener(pair)) for wsid, pair in zip(wsids, pairs, strict=True)
+        ]
+        for register in made:
+            await register.connect()
+        self._registers += made
+        return list(made)
+
+    @staticmethod
+    def _opener(pair: PtyPair) -> Callable[[], Awaitable[Streams]]:
+        async def open_streams() -> Streams:
+            return await serial_asyncio_fast.open_serial_connection(
+                url=str(pair.register_end), baudrate=115200
+            )
+
+        return open_streams
+
+    async def fail(self) -> None:
+        lines = [line for adapter in self.adapters for line in adapter.lines]
+        outages = [line.stats.outages for line in lines]
+        await asyncio.gather(*(pair.stop() for pair in self.pairs))  # the ports disappear
+        for line, before in zip(lines, outages, strict=True):
+            await lost(line, before)
+
+    async def recover(self) -> None:
+        await asyncio.gather(*(pair.start() for pair in self.pairs))
+        for adapter in self.adapters:
+            await opened(adapter)
+        for register in self._registers:
+            await register.reconnect()
+
+    def errors(self, reason: str) -> int:
+        return self.responder.stats.errors[reason]
+
+    def replayed(self) -> int:
+        return self.responder.stats.replayed
+
+    async def close(self) -> None:
+        for adapter in self.adapters:
+            await adapter.stop(grace_s=1.0)
+        for register in self._registers:
+            await register.close()
+        await asyncio.gather(*(pair.stop() for pair in self.pairs))
+
+
+async def opened(adapter: SerialAdapter) -> None:
+    """Every line of `adapter` open."""
+    for line in adapter.lines:
+        await line_open(line)
+
+
+async def line_open(line: SerialLine) -> None:
+    await until(line, lambda: line.state == "open")
+
+
+async def lost(line: SerialLine, outages_before: int) -> None:
+    await until(line, lambda: line.stats.outages > outages_before and line.state == "reopening")
+
+
+class MqttHarness:
+    name = "mqtt"
+    damaged_reason = "BAD_FRAME"
+
+    def __init__(self, service: Gateway, directory: Path) -> None:
+        self.broker = Mosquitto(directory / "broker")
+        self.topics = Topics("loyalty", STORE_ID)
+        self.responder = MqttResponder(service, self.topics)
+        self.adapter: MqttAdapter | None = None
+        self._registers: list[MqttRegister] = []
+
+    async def start(self) -> None:
+        await self.broker.start()
+        options = MqttOptions.from_url(
+            self.broker.url,
+            client_id="edge-gateway-test",
+            reconnect_first_s=0.02,
+            reconnect_max_s=0.2,
+            version="test",
+        )
+        self.adapter = MqttAdapter(self.responder, options)
+        await self.adapter.start()
+        await self.connected()
+
+    async def connected(self) -> None:
+        adapter = self.adapter
+        assert adapter is not None
+        await until(adapter, lambda: adapter.state == "connected")
+
+    async def registers(self, *wsids: int) -> list[Register]:
+        made = [MqttRegister(wsid, "127.0.0.1", self.broker.port, self.topics) for wsid in wsids]
+        await asyncio.gather(*(register.connect() for register in made))
+        self._registers += made
+        return list(made)
+
+    async def fail(self) -> None:
+        adapter = self.adapter
+        assert adapter is not None
+        await self.broker.stop()
+        await until(adapter, lambda: adapter.state == "connecting")
+
+    async def recover(self) -> None:
+        await self.broker.start()  # on the same port
+        await self.connected()
+        for register in self._registers:
+            await register.reconnect()
+
+    def errors(self, reason: str) -> int:
+        return self.responder.stats.errors[reason]
+
+    def replayed(self) -> int:
+        return self.responder.stats.replayed
+
+    async def close(self) -> None:
+        if self.adapter is not None:
+            await self.adapter.stop(grace_s=1.0)
+        for register in self._registers:
+            await register.close()
+        await self.broker.stop()
+
+
+def make_harness(name: str, service: Gateway, directory: Path) -> Harness:
+    kinds: dict[str, type[TcpHarness] | type[SerialHarness] | type[MqttHarness]] = {
+        "tcp": TcpHarness,
+        "serial": SerialHarness,
+        "mqtt": MqttHarness,
+    }
+    return kinds[name](service, directory)

@@ -1,0 +1,198 @@
+"""Real parts the transport tests start and stop: a Mosquitto broker and socat pty pairs.
+
+Both bind or link only inside the test's own directory and 127.0.0.1, announce readiness on their
+log (which the tests await, never a sleep), and are stopped by the fixture that started them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.logging import configure_logging
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+SOCAT = shutil.which("socat") or "/usr/bin/socat"
+START_WITHIN_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Child:
+    """A helper process whose stderr is read line by line: until a readiness line, then drained
+    (a full pipe would stall the child)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._pump: asyncio.Task[None] | None = None
+
+    async def _spawn(self, *argv: str, ready_when: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self.process = process
+        ready = asyncio.get_running_loop().create_future()
+        self._pump = asyncio.create_task(self._read(process, ready_when, ready))
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), START_WITHIN_S)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _read(
+        self, process: asyncio.subprocess.Process, ready_when: str, ready: asyncio.Future[None]
+    ) -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if ready_when in line and not ready.done():
+                ready.set_result(None)
+        if not ready.done():
+            log = "\n".join(self.lines[-20:])
+            ready.set_exception(RuntimeError(f"{self.name} exited before it was ready:\n{log}"))
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(sig)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._pump is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, 5)
+            self._pump = None
+
+
+class Mosquitto(_Child):
+    """A real broker on a free loopback port with a config of its own; `restart()` keeps the
+    port. `extra` is appended to the listener's configuration (TLS, passwords)."""
+
+    def __init__(self, directory: Path, *, extra: str = "", anonymous: bool = True) -> None:
+        super().__init__("mosquitto")
+        self.directory = directory
+        self.extra = extra
+        self.anonymous = anonymous
+        self.port = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _config(self) -> Path:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto`, who cannot read tmp files
+        config = self.directory / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n" + self.extra + "\n")
+        return config
+
+    async def start(self) -> None:
+        """Start on the port of the last run, else on a free one."""
+        command = (MOSQUITTO, "-c")
+        if self.port:
+            await self._spawn(*command, str(self._config()), ready_when=" running")
+            return
+        for attempt in range(3):  # a free port can be taken between choosing and binding it
+            self.port = free_port()
+            try:
+                await self._spawn(*command, str(self._config()), ready_when=" running")
+                return
+            except RuntimeError:
+                if attempt == 2 or not any("in use" in line for line in self.lines):
+                    raise
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+class PtyPair(_Child):
+    """Two linked pseudo-terminals, like a null-modem cable: the gateway opens `gateway_end`,
+    the register `register_end`. `stop()` makes both disappear, as a USB adapter pulled does;
+    `start()` again brings them back under the same names."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        super().__init__(f"socat {name}")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.gateway_end = directory / f"{name}-gateway"
+        self.register_end = directory / f"{name}-register"
+
+    async def start(self) -> None:
+        await self._spawn(
+            SOCAT,
+            "-d",
+            "-d",
+            f"pty,rawer,link={self.gateway_end}",
+            f"pty,rawer,link={self.register_end}",
+            ready_when="starting data transfer loop",
+        )
+
+
+class GatewayLog:
+    """The gateway's log lines, as JSON events, while a test runs (`configure_logging` to a
+    buffer; the handler is removed afterwards)."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def __enter__(self) -> GatewayLog:
+        configure_logging("info", "json", stream=self.stream)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h.get_name() == "edge-gateway"]:
+            root.removeHandler(handler)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
+        return [line for line in lines if name is None or line.get("event") == name]
+
+
+class _Watched(Protocol):
+    async def wait_until(self, condition: Callable[[], bool]) -> None: ...
+
+
+async def until(adapter: _Watched, condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Await an adapter's own progress (a port reopened, a broker joined), failing after
+    `within_s` instead of hanging the suite."""
+    await asyncio.wait_for(adapter.wait_until(condition), within_s)
