@@ -23,7 +23,7 @@ from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.server import AdminServer
 from gateway.config import Settings, currency_decimals
 from gateway.domain.rules_doc import RulesDocument
-from gateway.service import Gateway, ServiceOptions
+from gateway.service import LATENCY_BUCKETS_S, Gateway, ServiceOptions
 from gateway.store.store import Store
 from pos_adapters.mqtt import MqttAdapter, MqttOptions, MqttResponder, Topics
 from pos_adapters.sim.serial import LineSettings, SerialAdapter
@@ -113,6 +113,7 @@ class Daemon:
         if self.central is not None:
             self._run_sync(self.store, self.central)
         await self._start_admin()
+        self._start_watchdog()
         log.info(
             "gateway_ready",
             version=__version__,
@@ -141,6 +142,22 @@ class Daemon:
                 return
             menu = read_menu_export(raw.decode(settings.catalog.encoding, errors="replace"))
             await store.replace_products(product_rows(menu.products))
+
+    def _start_watchdog(self) -> None:
+        """systemd's WatchdogSec: ping from the event loop itself, so a stuck loop (not just a
+        dead process) gets the service restarted."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+            return
+        interval = int(usec) / 1_000_000 / 2
+
+        async def feed() -> None:
+            while True:
+                sd_notify("WATCHDOG=1")
+                await asyncio.sleep(interval)
+
+        self._tasks.append(asyncio.create_task(feed(), name="watchdog"))
 
     def _start_sync(self, store: Store) -> None:
         settings = self.settings
@@ -292,6 +309,12 @@ class Daemon:
             "Register requests by command and outcome (ok or a reason code)",
             ["command", "outcome"],
             lambda: {key: float(n) for key, n in service.stats.requests.items()},
+        )
+        self.metrics.add_latency(
+            lambda: {
+                command: (LATENCY_BUCKETS_S, latency.counts, latency.total_s)
+                for command, latency in service.stats.latency.items()
+            }
         )
         app = create_admin_app(
             status=self.status,

@@ -217,3 +217,23 @@ async def test_status_command_shows_the_running_gateway(data_dir: Path, spawn: S
     code, out, err = await cli(data_dir, "status", EDGE_GATEWAY_ADMIN__PORT=str(admin_port))
     assert code == 0, err
     assert "STANDALONE" in out and "outbox" in out and "sim_tcp" in out
+
+
+async def test_systemd_hears_ready_and_the_watchdog_from_the_event_loop(
+    data_dir: Path, spawn: Spawn, tmp_path: Path
+) -> None:
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await spawn(NOTIFY_SOCKET=address, WATCHDOG_USEC="100000")
+        heard: list[str] = []
+        while heard.count("WATCHDOG=1") < 2:
+            heard.append((await asyncio.wait_for(loop.sock_recv(listener, 256), 10)).decode())
+        assert heard[0] == "READY=1"  # after the adapters listen, before any ping
+    finally:
+        listener.close()

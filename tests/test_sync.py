@@ -366,6 +366,7 @@ async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests
         assert (
             samples[("edge_gateway_requests_total", (("command", "POST"), ("outcome", "ok")))] == 3
         )
+        assert samples[("edge_gateway_request_seconds_count", (("command", "POST"),))] == 3
 
         async with ReferenceServer(port=port):
             await until(lambda: outbox_empty(daemon), what="drained")
