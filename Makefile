@@ -13,11 +13,13 @@ help:
 
 setup: $(STAMP)
 
-# The tests start a real Mosquitto broker and real serial lines through socat pseudo-terminals.
+# The tests start a real Mosquitto broker, real serial lines through socat pseudo-terminals, and
+# the dashboard in Debian's Chromium (driven by playwright; playwright never downloads a browser).
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto || ! command -v socat >/dev/null 2>&1; then \
+	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto || ! command -v socat >/dev/null 2>&1 \
+		|| ! test -x /usr/bin/chromium; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto socat; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto socat chromium; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -19,6 +19,7 @@ import structlog
 
 from gateway import __version__
 from gateway.admin.app import create_admin_app
+from gateway.admin.history import History, run_sampler
 from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.server import AdminServer
 from gateway.config import Settings, currency_decimals
@@ -316,6 +317,10 @@ class Daemon:
                 for command, latency in service.stats.latency.items()
             }
         )
+        history = History()
+        self._tasks.append(
+            asyncio.create_task(run_sampler(self.status, history), name="history-sampler")
+        )
         app = create_admin_app(
             status=self.status,
             readiness=self.readiness,
@@ -323,6 +328,8 @@ class Daemon:
             refresh_metrics=self._refresh_metrics,
             switch_program=self.switch_program,
             token=token,
+            history=history,
+            retry_dead_letters=self.store.retry_dead_letters if self.store else None,
         )
         self.admin = AdminServer(app, host=settings.host, port=settings.port)
         await self.admin.start()

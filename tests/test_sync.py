@@ -367,6 +367,10 @@ async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests
             samples[("edge_gateway_requests_total", (("command", "POST"), ("outcome", "ok")))] == 3
         )
         assert samples[("edge_gateway_request_seconds_count", (("command", "POST"),))] == 3
+        # The daemon wires the dashboard's history and the dead-letter retry.
+        assert (await admin_api.get("/history")).status_code == 200
+        retry = await admin_api.post("/dead-letters/retry", json={})
+        assert retry.status_code == 200, retry.text
 
         async with ReferenceServer(port=port):
             await until(lambda: outbox_empty(daemon), what="drained")

@@ -1,0 +1,350 @@
+"""The store dashboard at `/` of the admin API, in a real browser (Debian's Chromium driven by
+playwright) against a running gateway with a register on the SIM socket; and the history that
+feeds it. Screenshots of each run go to the test's tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import member_record
+from sync_harness import post, register, start_gateway
+
+from gateway.admin.app import create_admin_app
+from gateway.admin.history import History, run_sampler
+from gateway.admin.server import AdminServer
+from gateway.daemon import Daemon
+from gateway.store.store import EventResult
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "s3cret-admin-token"
+
+try:
+    from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+except ImportError:  # pragma: no cover - CI installs it with the dev extras
+    async_playwright = None  # type: ignore[assignment]
+
+needs_browser = pytest.mark.skipif(
+    async_playwright is None or not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (make system-deps) and the playwright "
+    "package (pip install -e '.[dev]')",
+)
+
+
+# ---- the history, by itself ----------------------------------------------------------------
+
+
+def status_doc(depth: int, requests: dict[str, int], state: str = "OFFLINE", uptime: float = 0):
+    return {
+        "uptime_s": uptime,
+        "central": {"state": state},
+        "outbox": {"depth": depth},
+        "adapters": {"sim_tcp": {"connections": 1}},
+        "requests": requests,
+    }
+
+
+def test_history_keeps_one_hour_and_counts_requests_within_it() -> None:
+    now = [10_000.0]
+    history = History(clock=lambda: now[0])
+    history.add(status_doc(0, {"POST:ok": 5}, uptime=4000), at=now[0])
+    for minute in range(1, 91):
+        now[0] = 10_000.0 + minute * 60
+        history.add(status_doc(minute, {"POST:ok": 5 + minute}, uptime=4000 + minute * 60))
+    doc = history.to_json()
+    assert [p["depth"] for p in doc["outbox"]] == list(range(30, 91))  # the last hour only
+    # 60 POSTs happened in the last hour; the ones before it are not counted
+    assert doc["requests_in_window"] == {"POST:ok": 60}
+    assert doc["requests_at_window_start"] == {"POST:ok": 35}
+
+
+def test_history_counts_every_request_while_the_gateway_is_younger_than_the_window() -> None:
+    history = History(clock=lambda: 1_000.0)
+    history.add(status_doc(2, {"POST:ok": 3, "IDENT:UNKNOWN_MEMBER": 1}, uptime=30), at=1_000.0)
+    assert history.to_json()["requests_in_window"] == {"POST:ok": 3, "IDENT:UNKNOWN_MEMBER": 1}
+
+
+def test_history_says_since_when_central_is_in_its_state() -> None:
+    now = [500.0]
+    history = History(clock=lambda: now[0])
+    history.add(status_doc(0, {}, "OFFLINE", uptime=100))
+    assert history.to_json()["central"] == {"state": "OFFLINE", "since": 400.0}  # since start
+    now[0] = 510.0
+    history.add(status_doc(0, {}, "OFFLINE", uptime=110))
+    now[0] = 520.0
+    history.add(status_doc(0, {}, "ONLINE", uptime=120))
+    assert history.to_json()["central"] == {"state": "ONLINE", "since": 520.0}
+
+
+async def test_the_sampler_survives_a_failing_status() -> None:
+    history = History()
+    calls = 0
+    third_sample_taken = asyncio.Event()
+
+    async def flaky() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database busy")
+        if calls == 4:  # the sampler is back for its fourth round: three rounds are recorded
+            third_sample_taken.set()
+        return status_doc(calls, {})
+
+    sampler = asyncio.create_task(run_sampler(flaky, history, interval_s=0.01))
+    try:
+        await asyncio.wait_for(third_sample_taken.wait(), 5)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    assert [s.outbox_depth for s in history.samples[:2]] == [2, 3]
+
+
+# ---- a running gateway with the dashboard ----------------------------------------------------
+
+
+@dataclass
+class Dashboard:
+    daemon: Daemon
+    server: AdminServer
+    history: History
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@contextlib.asynccontextmanager
+async def dashboard(tmp_path: Path, token: str | None = None) -> AsyncIterator[Dashboard]:
+    """A standalone gateway, and an admin app wired the way the daemon will wire it: history
+    sampled from the real status, dead-letter retry going to the real store."""
+    daemon = await start_gateway(tmp_path, None)
+    assert daemon.store is not None
+    history = History()
+    sampler = asyncio.create_task(run_sampler(daemon.status, history, interval_s=0.2))
+    app = create_admin_app(
+        status=daemon.status,
+        readiness=daemon.readiness,
+        registry=daemon.metrics.registry,
+        refresh_metrics=daemon._refresh_metrics,
+        switch_program=daemon.switch_program,
+        token=token,
+        history=history,
+        retry_dead_letters=daemon.store.retry_dead_letters,
+        dashboard_refresh_s=0.5,
+    )
+    server = AdminServer(app, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        yield Dashboard(daemon, server, history)
+    finally:
+        await server.stop()
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await daemon.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_page(browser: Browser, url: str, **context: Any) -> Page:
+    page = await (await browser.new_context(**context)).new_page()
+    await page.goto(url)
+    return page
+
+
+async def dead_letter_one_event(daemon: Daemon) -> None:
+    """What central's `rejected` answer does to an event, without a central."""
+    assert daemon.store is not None
+    batch = await daemon.store.next_batch(1, 1 << 20)
+    assert batch is not None
+    await daemon.store.finish_batch(
+        batch, [EventResult(batch.events[0].event_id, "rejected", "BAD_PAYLOAD")]
+    )
+
+
+@needs_browser
+async def test_the_page_shows_the_same_queue_and_counts_as_status(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        assert gw.daemon.store is not None
+        await gw.daemon.store.upsert_members([member_record("M1")])
+        connection, station = await register(gw.daemon, 4)
+        try:
+            for check in (1, 2, 3):
+                assert (await post(station, 4, check, member="M1"))[0] == "POST_OK"
+            assert (await station.request("IDENT", "4", "1", "0", "NO-SUCH-CARD"))[0] == (
+                "IDENT_FAIL"
+            )
+            await dead_letter_one_event(gw.daemon)
+            async with httpx.AsyncClient(base_url=gw.url) as api:
+                status = (await api.get("/status")).json()
+
+            page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
+            await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"]))
+            await expect(page.locator("#dead-letters")).to_have_text("1")
+            await expect(page.locator("#checks-posted")).to_have_text(
+                str(status["checks"]["posted"])
+            )
+            await expect(page.locator("#members")).to_have_text("1")
+            await expect(page.locator("#central-state")).to_have_text("STANDALONE")
+            await expect(page.locator("#version")).to_have_text(status["version"])
+            await expect(page.locator('[data-adapter="sim_tcp"] td').nth(2)).to_have_text("1")
+            for key in ("POST:ok", "IDENT:UNKNOWN_MEMBER"):
+                await expect(page.locator(f'[data-key="{key}"] td').nth(2)).to_have_text(
+                    str(status["requests"][key])
+                )
+            await expect(page.locator("#outbox-chart polyline")).to_have_count(1)
+            await page.screenshot(path=tmp_path / "dashboard-1024x768.png", full_page=True)
+
+            # Retry puts the dead letter back in the queue (the same event, nothing lost).
+            page.once("dialog", lambda dialog: dialog.accept())
+            await page.locator("#retry-dead-letters").click()
+            await expect(page.locator("#dead-letters")).to_have_text("0")
+            await expect(page.locator("#outbox-depth")).to_have_text(
+                str(status["outbox"]["depth"] + 1)
+            )
+            await expect(page.locator("#retry-dead-letters")).to_be_hidden()
+
+            phone = await open_page(
+                browser,
+                gw.url,
+                viewport={"width": 390, "height": 844},
+                device_scale_factor=2,
+                is_mobile=True,
+                has_touch=True,
+            )
+            await expect(phone.locator("#outbox-depth")).to_have_text(
+                str(status["outbox"]["depth"] + 1)
+            )
+            # Nothing sticks out sideways on a phone: one column, no horizontal scrolling.
+            assert await phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            await phone.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
+        finally:
+            await connection.close()
+
+
+@needs_browser
+async def test_pause_on_the_page_refuses_the_next_consent_and_resume_restores_it(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        assert gw.daemon.store is not None
+        await gw.daemon.store.upsert_members([member_record("L1")])
+        connection, station = await register(gw.daemon, 2)
+        try:
+            page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
+            lottery = page.locator('[data-program="lottery"]')
+            switch = lottery.locator(".program-switch")
+            await expect(lottery.locator(".program-state")).to_have_text("running")
+
+            dialogs: list[str] = []
+
+            async def answer(dialog: Dialog, accept: bool) -> None:
+                dialogs.append(dialog.message)
+                await (dialog.accept() if accept else dialog.dismiss())
+
+            # Cancelling the confirmation changes nothing.
+            page.once("dialog", lambda dialog: answer(dialog, accept=False))
+            await switch.click()
+            assert dialogs and "Pause the lottery" in dialogs[-1]
+            await page.wait_for_function(
+                "t => Number(document.body.dataset.refreshed) > t",
+                arg=await page.evaluate("Date.now()"),
+            )  # a full poll after the cancel: had it been sent, it would show now
+            await expect(lottery.locator(".program-state")).to_have_text("running")
+
+            await page.locator("#operator").fill("anna (store IT)")
+            page.once("dialog", lambda dialog: answer(dialog, accept=True))
+            await switch.click()
+            # At once: the page reloads the status after the switch, not at its next poll.
+            await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
+            await expect(lottery.locator(".program-note")).to_contain_text(
+                "paused by anna (store IT)"
+            )
+            await expect(switch).to_have_text("Resume lottery")
+            reply = await station.request("CONSENT", "2", "L1", "LOTTERY", "Y")
+            assert reply[:2] == ["CONSENT_FAIL", "PROGRAM_PAUSED"]
+            await page.screenshot(path=tmp_path / "dashboard-paused.png")
+
+            page.once("dialog", lambda dialog: answer(dialog, accept=True))
+            await switch.click()
+            await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
+            assert (await station.request("CONSENT", "2", "L1", "LOTTERY", "Y"))[0] == (
+                "CONSENT_OK"
+            )
+        finally:
+            await connection.close()
+
+
+@needs_browser
+async def test_with_a_token_the_page_and_the_api_refuse_requests_without_it(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with dashboard(tmp_path, token=TOKEN) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as api:
+            for path in ("/", "/status", "/history", "/metrics", "/healthz", "/readyz"):
+                assert (await api.get(path)).status_code == 401, path
+            for path in ("/programs/lottery/pause", "/dead-letters/retry"):
+                assert (await api.post(path, json={"by": "x"})).status_code == 401, path
+            assert (await api.get("/", params={"token": "wrong"})).status_code == 401
+            # The token in the query opens the page only, never the API.
+            assert (await api.get("/status", params={"token": TOKEN})).status_code == 401
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert (await api.get("/history", headers=bearer)).status_code == 200
+            not_json = await api.post("/dead-letters/retry", headers=bearer, content=b"x=1")
+            assert not_json.status_code == 415  # a cross-site form cannot send it
+
+        context = await browser.new_context(viewport={"width": 1024, "height": 768})
+        page = await context.new_page()
+        refused = await page.goto(gw.url)
+        assert refused is not None and refused.status == 401
+        await expect(page.locator("#outbox-depth")).to_have_count(0)
+        await expect(page.locator("#refused")).to_have_text("This gateway's admin token is needed.")
+
+        await page.locator("input[name=token]").fill(TOKEN)
+        await page.locator("button[type=submit]").click()
+        # The page's own fetches carry the token as a bearer header: the numbers arrive.
+        await expect(page.locator("#central-state")).to_have_text("STANDALONE")
+        assert page.url == gw.url + "/"  # the token left the address bar
+        # A reload in the same tab finds the token in sessionStorage.
+        await page.reload()
+        await expect(page.locator("#central-state")).to_have_text("STANDALONE")
+
+        stranger = await browser.new_context()
+        other = await stranger.new_page()
+        wrong = await other.goto(gw.url + "/?token=guess")
+        assert wrong is not None and wrong.status == 401
+        await expect(other.locator("#refused")).to_have_text("That token was refused.")
+
+
+def test_the_dashboard_screenshot_in_the_docs_exists() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    assert (docs / "images" / "dashboard.png").exists()
+    assert "images/dashboard.png" in (docs / "operations.md").read_text(encoding="utf-8")
