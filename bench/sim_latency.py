@@ -1,6 +1,6 @@
-"""IDENT and COUPON round trips of ONE register over TCP, 1,000,000 members cached, next to the floor:
-an asyncio server that answers each frame with precomputed reply bytes (DESIGN.md section 7:
-p99 < 1 ms; p50 <= 2x floor).
+"""IDENT and COUPON round trips of ONE register over TCP, 1,000,000 members cached, next to the
+floor: an asyncio server that answers each frame with precomputed reply bytes (DESIGN.md
+section 7: p99 < 1 ms; p50 <= 2x floor).
 
 Three processes: the gateway (`edge-gateway run`), the load generator (one connection, requests
 strictly one after the other, each timed with perf_counter from before the send to the decoded
@@ -38,7 +38,8 @@ from bench._common import (
     child_setup,
     cpu_seconds,
     cpu_used,
-    exit_on_sigterm,
+    entry,
+    machine_busy_seconds,
     member_db,
     member_id,
     print_machine,
@@ -55,10 +56,12 @@ TARGET_P99_MS = 1.0
 TARGET_FLOOR_RATIO = 2.0
 
 
-# ---- the frames (built before the clock starts, identical for the gateway and the floor) ------------
+# ---- the frames (built before the clock starts, identical for the gateway and the floor) --------
 
 
-def build_frames(command: str, count: int, members: int, seed: int, first_check: int) -> list[bytes]:
+def build_frames(
+    command: str, count: int, members: int, seed: int, first_check: int
+) -> list[bytes]:
     """`count` requests of one workstation: IDENTs with random member cards, or COUPONs for the
     bench's bearer coupon on distinct checks (so each one reserves anew)."""
     from pos_adapters.sim.codec import encode_frame
@@ -70,85 +73,170 @@ def build_frames(command: str, count: int, members: int, seed: int, first_check:
         if command == "IDENT":
             fields = ["IDENT", WSID, "1", check, card_number(rng.randrange(members))]
         else:
-            fields = ["COUPON", WSID, check, member_id(rng.randrange(members)), COUPON_CODE, "27.40"]
+            fields = [
+                "COUPON",
+                WSID,
+                check,
+                member_id(rng.randrange(members)),
+                COUPON_CODE,
+                "27.40",
+            ]
         frames.append(encode_frame(SOURCE_ID, (k + 1) % 100, fields))
     return frames
 
 
-# phase name, command, how many, seed, first check number, reply expected (None: don't look)
-Phase = tuple[str, str, int, int, int, "str | None"]
+# phase name, command, how many, seed, first check number
+Phase = tuple[str, str, int, int, int]
+EXPECT = {"IDENT": "IDENT_OK", "COUPON": "COUPON_OK"}
 
 
-def plan(requests: int, warmup: int, members: int, *, floor: bool) -> list[Phase]:
-    expect_ident = None if floor else "IDENT_OK"
-    expect_coupon = None if floor else "COUPON_OK"
+def plan(requests: int, warmup: int) -> list[Phase]:
     return [
-        ("warmup IDENT", "IDENT", warmup, 1, 1, expect_ident),
-        ("warmup COUPON", "COUPON", max(1, warmup // 5), 2, 90_000_000, expect_coupon),
-        ("IDENT", "IDENT", requests, 3, 1, expect_ident),
-        ("COUPON", "COUPON", requests, 4, 10_000_000, expect_coupon),
+        ("warmup IDENT", "IDENT", warmup, 1, 1),
+        ("warmup COUPON", "COUPON", max(1, warmup // 5), 2, 90_000_000),
+        ("IDENT", "IDENT", requests, 3, 1),
+        ("COUPON", "COUPON", requests, 4, 10_000_000),
     ]
 
 
-# ---- the load generator (runs in its own process) ---------------------------------------------------
+# ---- the load generator (runs in its own process) -----------------------------------------------
 
 
-def one_register(port: int, server_pid: int, phases: list[Phase], members: int) -> dict[str, Any]:
-    """One connection, one request at a time; returns per phase the latencies in seconds, the
-    reply commands seen, the first reply's bytes, and the CPU time the server used."""
-    from pos_adapters.sim.codec import Frame, FrameDecoder
+class _Target:
+    """One server under measurement: its connection and what was measured against it."""
 
-    frames = {name: build_frames(cmd, n, members, seed, check) for name, cmd, n, seed, check, _ in phases}
-    sock = socket.create_connection((HOST, port), timeout=10.0)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    decoder = FrameDecoder()
+    def __init__(self, label: str, port: int, pid: int, check_replies: bool) -> None:
+        from pos_adapters.sim.codec import FrameDecoder
+
+        self.label = label
+        self.pid = pid
+        self.check_replies = check_replies
+        self.sock = socket.create_connection((HOST, port), timeout=10.0)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = FrameDecoder()
+        self.phases: dict[str, dict[str, Any]] = {}
+
+    def run(self, phase: str, expect: str, frames: list[bytes]) -> None:
+        """Send `frames` one at a time, timing each round trip; add to the phase's figures."""
+        from pos_adapters.sim.codec import Frame
+
+        out = self.phases.setdefault(
+            phase,
+            {
+                "latencies": [],
+                "replies": Counter(),
+                "first_reply": None,
+                "server_cpu_s": {},
+                "others_s": 0.0,
+                "unexpected": 0,
+            },
+        )
+        latencies, replies = out["latencies"], out["replies"]
+        clock, sock, decoder = time.perf_counter, self.sock, self.decoder
+        cpu_before = cpu_seconds(self.pid)
+        busy_before, mine_before = machine_busy_seconds(), time.process_time()
+        for frame in frames:
+            started = clock()
+            sock.sendall(frame)
+            got: list[Any] = []
+            while not got:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError(f"{self.label} closed the connection during {phase}")
+                got = decoder.feed(data)
+            latencies.append(clock() - started)
+            reply = got[0]
+            if isinstance(reply, Frame):
+                replies[reply.fields[0]] += 1
+                if out["first_reply"] is None:
+                    out["first_reply"] = reply.to_bytes()
+            else:
+                replies[f"codec {reply.reason}"] += 1
+            if len(got) != 1:
+                replies["extra frames"] += len(got) - 1
+        cpu = cpu_used(cpu_before, cpu_seconds(self.pid))
+        for kind, seconds in cpu.items():
+            out["server_cpu_s"][kind] = out["server_cpu_s"].get(kind, 0.0) + seconds
+        # What the rest of the machine (other people's processes) used meanwhile.
+        out["others_s"] += (
+            machine_busy_seconds()
+            - busy_before
+            - (time.process_time() - mine_before)
+            - sum(cpu.values())
+        )
+        if self.check_replies:
+            out["unexpected"] = sum(v for k, v in replies.items() if k != expect)
+
+
+def one_register(
+    targets: list[tuple[str, int, int, bool]],
+    phases: list[Phase],
+    members: int,
+    block: int,
+    phase_cap_s: float,
+) -> dict[str, dict[str, Any]]:
+    """One connection per target (label, port, pid, check replies), one request at a time.
+
+    Each phase's frames go to every target in alternating blocks of `block` requests, so that
+    a slow drift of the machine (other load, CPU frequency) weighs on all targets alike. A phase
+    that runs longer than phase_cap_s stops at the next block and says so ("capped").
+    Returns, per target and phase, the latencies in seconds, the replies seen, the first reply's
+    bytes, the CPU time the target's server used and the CPU time other processes used.
+    """
+    frames = {
+        name: build_frames(cmd, n, members, seed, check) for name, cmd, n, seed, check in phases
+    }
+    servers = [_Target(*target) for target in targets]
     clock = time.perf_counter
-    out: dict[str, Any] = {}
     try:
-        for name, _, _, _, _, expect in phases:
-            latencies: list[float] = []
-            replies: Counter[str] = Counter()
-            first: bytes | None = None
+        for name, command, count, _, _ in phases:
             gc.collect()
-            gc.disable()  # the client's own pauses would land in both measurements
-            cpu_before = cpu_seconds(server_pid)
+            gc.disable()  # the client's own pauses would land in every measurement
             try:
-                for frame in frames[name]:
-                    started = clock()
-                    sock.sendall(frame)
-                    got: list[Any] = []
-                    while not got:
-                        data = sock.recv(65536)
-                        if not data:
-                            raise ConnectionError(f"closed by the server during {name}")
-                        got = decoder.feed(data)
-                    latencies.append(clock() - started)
-                    reply = got[0]
-                    if isinstance(reply, Frame):
-                        replies[reply.fields[0]] += 1
-                        if first is None:
-                            first = reply.to_bytes()
-                    else:
-                        replies[f"codec {reply.reason}"] += 1
-                    if len(got) != 1:
-                        replies["extra frames"] += len(got) - 1
+                deadline = clock() + phase_cap_s
+                capped = False
+                for first in range(0, count, block):
+                    if clock() > deadline:
+                        capped = True
+                        break
+                    for server in servers:
+                        server.run(name, EXPECT[command], frames[name][first : first + block])
             finally:
                 gc.enable()
-            cpu = cpu_used(cpu_before, cpu_seconds(server_pid))
-            unexpected = sum(v for k, v in replies.items() if expect is not None and k != expect)
-            out[name] = {
-                "latencies": latencies,
-                "replies": dict(replies),
-                "unexpected": unexpected,
-                "first_reply": first,
-                "server_cpu_s": cpu,
-            }
+            for server in servers:
+                phase = server.phases[name]
+                phase["capped"] = capped
+                phase["replies"] = dict(phase["replies"])
+                phase["others_cores"] = max(0.0, phase.pop("others_s")) / max(
+                    sum(phase["latencies"]), 1e-9
+                )
     finally:
-        sock.close()
-    return out
+        for server in servers:
+            server.sock.close()
+    return {server.label: server.phases for server in servers}
 
 
-# ---- the floor: an asyncio server that answers each frame with fixed bytes ----------------------------
+def probe_reply(port: int) -> bytes:
+    """The bytes of one IDENT_OK reply of the gateway, for the floor to send back."""
+    from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
+
+    frame = encode_frame(SOURCE_ID, 0, ["IDENT", WSID, "1", "0", card_number(0)])
+    decoder = FrameDecoder()
+    with socket.create_connection((HOST, port), timeout=10.0) as sock:
+        sock.sendall(frame)
+        got: list[Any] = []
+        while not got:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("the gateway closed the connection")
+            got = decoder.feed(data)
+    reply = got[0]
+    if not isinstance(reply, Frame) or reply.fields[0] != "IDENT_OK":
+        raise RuntimeError(f"the gateway did not answer IDENT_OK: {reply}")
+    return reply.to_bytes()
+
+
+# ---- the floor: an asyncio server that answers each frame with fixed bytes ----------------------
 
 
 def echo_floor(conn: Any, reply: bytes, max_s: float) -> None:
@@ -183,10 +271,12 @@ def echo_floor(conn: Any, reply: bytes, max_s: float) -> None:
     asyncio.run(serve())
 
 
-# ---- the run ---------------------------------------------------------------------------------------
+# ---- the run ------------------------------------------------------------------------------------
 
 
-def run(members: int, requests: int, warmup: int, *, timeout_s: float) -> dict[str, Any]:
+def run(
+    members: int, requests: int, warmup: int, *, block: int = 500, phase_cap_s: float = 900.0
+) -> dict[str, Any]:
     info = print_machine()
     db, build_s = member_db(members)
     result: dict[str, Any] = {
@@ -195,41 +285,59 @@ def run(members: int, requests: int, warmup: int, *, timeout_s: float) -> dict[s
         "members": members,
         "requests": requests,
         "warmup": warmup,
+        "block": block,
         "db_build_s": build_s,
         "db_mb": db.stat().st_size / 1e6,
     }
-    with run_directory(db) as directory:
-        with GatewayProcess(directory) as gateway:
-            result["gateway_ready_s"] = gateway.seconds_to_ready
+    timeout_s = 4 * phase_cap_s + 120  # four phases, and time to build the frames
+    with run_directory(db) as directory, GatewayProcess(directory) as gateway:
+        result["gateway_ready_s"] = gateway.seconds_to_ready
+        print(
+            f"gateway pid {gateway.pid} ready on {HOST}:{gateway.port} after"
+            f" {gateway.seconds_to_ready:.1f} s (start-up check of {result['db_mb']:.0f} MB)"
+        )
+        assert gateway.gateway_pid is not None
+        ident_reply = probe_reply(gateway.port)
+        with server_process(echo_floor, ident_reply, timeout_s) as (floor_port, floor_pid):
             print(
-                f"gateway pid {gateway.pid} ready on {HOST}:{gateway.port} after"
-                f" {gateway.seconds_to_ready:.1f} s (start-up check of {result['db_mb']:.0f} MB)"
+                f"floor pid {floor_pid} on {HOST}:{floor_port}; measuring in alternating blocks"
+                f" of {block} requests ..."
             )
-            assert gateway.gateway_pid is not None
-            measured = call_in_process(
-                one_register, gateway.port, gateway.gateway_pid, plan(requests, warmup, members, floor=False), members,
+            started = time.perf_counter()
+            both = call_in_process(
+                one_register,
+                [
+                    ("gateway", gateway.port, gateway.gateway_pid, True),
+                    ("floor", floor_port, floor_pid, False),
+                ],
+                plan(requests, warmup),
+                members,
+                block,
+                phase_cap_s,
                 timeout_s=timeout_s,
             )
-    ident_reply = measured["IDENT"]["first_reply"] or measured["warmup IDENT"]["first_reply"]
-    if ident_reply is None or b"IDENT_OK" not in ident_reply:
-        raise RuntimeError(f"no IDENT_OK from the gateway: {measured['IDENT']['replies']}")
-    with server_process(echo_floor, ident_reply, timeout_s) as (floor_port, floor_pid):
-        floor = call_in_process(
-            one_register, floor_port, floor_pid, plan(requests, warmup, members, floor=True), members,
-            timeout_s=timeout_s,
-        )
+            result["run_s"] = time.perf_counter() - started
+    measured, floor = both["gateway"], both["floor"]
     result["reply_bytes"] = len(ident_reply)
     for name in ("IDENT", "COUPON"):
-        lat = measured[name]["latencies"]
+        lat, floor_lat = measured[name]["latencies"], floor[name]["latencies"]
         tenth = max(1, len(lat) // 10)
         g_cpu, f_cpu = measured[name]["server_cpu_s"], floor[name]["server_cpu_s"]
+        g, f = summary_ms(lat), summary_ms(floor_lat)
         result[name] = {
-            "gateway": summary_ms(lat),
-            "floor": summary_ms(floor[name]["latencies"]),
+            "gateway": g,
+            "floor": f,
+            "ratio_p50": g["p50"] / f["p50"],
+            "ratio_p99": g["p99"] / f["p99"],
+            "p99_met": g["p99"] < TARGET_P99_MS,
+            "ratio_met": g["p50"] / f["p50"] <= TARGET_FLOOR_RATIO,
             "gateway_cpu_us": {k: v / len(lat) * 1e6 for k, v in g_cpu.items()},
-            "floor_cpu_us": sum(f_cpu.values()) / len(lat) * 1e6,
+            "floor_cpu_us": sum(f_cpu.values()) / len(floor_lat) * 1e6,
             "replies": measured[name]["replies"],
             "unexpected": measured[name]["unexpected"],
+            "capped": measured[name]["capped"],
+            "others_cores": measured[name]["others_cores"],
+            "floor_others_cores": floor[name]["others_cores"],
             "p50_first_tenth": summary_ms(lat[:tenth])["p50"],
             "p50_last_tenth": summary_ms(lat[-tenth:])["p50"],
         }
@@ -241,10 +349,15 @@ def report(result: dict[str, Any]) -> None:
     print()
     rows = []
     for name in ("IDENT", "COUPON"):
-        for who in ("gateway", "floor"):
+        for who, label in (("gateway", "gateway"), ("floor", "floor (asyncio echo)")):
             s = result[name][who]
-            label = f"{name} {'gateway' if who == 'gateway' else 'floor (asyncio echo)'}"
-            rows.append([label, f"{s['count']:,}", *(f"{s[k]:.3f}" for k in ("p50", "p90", "p99", "max"))])
+            rows.append(
+                [
+                    f"{name} {label}",
+                    f"{s['count']:,}",
+                    *(f"{s[k]:.3f}" for k in ("p50", "p90", "p99", "max")),
+                ]
+            )
     print_table(
         f"One register, {result['members']:,} members cached, sequential round trips"
         f" (reply {result['reply_bytes']} bytes):",
@@ -255,15 +368,11 @@ def report(result: dict[str, Any]) -> None:
     for name in ("IDENT", "COUPON"):
         r = result[name]
         g, f = r["gateway"], r["floor"]
-        ratio = g["p50"] / f["p50"]
-        r["ratio_p50"] = ratio
-        r["p99_met"] = g["p99"] < TARGET_P99_MS
-        r["ratio_met"] = ratio <= TARGET_FLOOR_RATIO
         print(
-            f"{name}: p50 {g['p50']:.3f} ms = {ratio:.2f}x floor p50 {f['p50']:.3f} ms"
+            f"{name}: p50 {g['p50']:.3f} ms = {r['ratio_p50']:.2f}x floor p50 {f['p50']:.3f} ms"
             f" (target <= {TARGET_FLOOR_RATIO:.0f}x: {verdict(r['ratio_met'])});"
             f" p99 {g['p99']:.3f} ms (target < {TARGET_P99_MS:.0f} ms: {verdict(r['p99_met'])});"
-            f" p99 ratio {g['p99'] / f['p99']:.2f}x"
+            f" p99 ratio {r['ratio_p99']:.2f}x"
         )
         cpu = r["gateway_cpu_us"]
         print(
@@ -275,6 +384,16 @@ def report(result: dict[str, Any]) -> None:
             f"  p50 over the first / last tenth of the run: {r['p50_first_tenth']:.3f} /"
             f" {r['p50_last_tenth']:.3f} ms; replies {r['replies']}"
             + (f"; {r['unexpected']} UNEXPECTED" if r["unexpected"] else "")
+            + ("; STOPPED EARLY at the phase time cap" if r["capped"] else "")
+        )
+        print(
+            f"  other processes on the machine used {r['others_cores']:.2f} cores during the"
+            f" gateway phase, {r['floor_others_cores']:.2f} during the floor phase"
+            + (
+                " (NOT QUIET: figures disturbed)"
+                if max(r["others_cores"], r["floor_others_cores"]) > 0.1
+                else ""
+            )
         )
 
 
@@ -283,15 +402,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=20_000, help="of each command")
     parser.add_argument("--warmup", type=int, default=1_000, help="IDENTs before measuring")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
+    parser.add_argument(
+        "--block", type=int, default=500, help="requests per turn, gateway and floor alternating"
+    )
+    parser.add_argument(
+        "--phase-cap", type=float, default=900.0, help="stop a phase after this many seconds"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
-    exit_on_sigterm()
-    result = run(args.members, args.requests, args.warmup, timeout_s=args.timeout)
+    result = run(
+        args.members, args.requests, args.warmup, block=args.block, phase_cap_s=args.phase_cap
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry(main))
