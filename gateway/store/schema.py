@@ -147,6 +147,11 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX rules_documents_effective ON rules_documents(effective_from);
 
+    -- A coupon's usage and a check's repeat are found without reading every reservation of a
+    -- popular bearer coupon.
+    CREATE INDEX coupon_reservations_check ON coupon_reservations(code, wsid, check_no);
+    CREATE INDEX coupon_reservations_member ON coupon_reservations(code, member_id);
+
     CREATE TABLE products (
         object_number INTEGER PRIMARY KEY,
         name          TEXT NOT NULL,

@@ -121,6 +121,31 @@ _RECOMPUTE_PENDING = [
 ]
 
 
+def _coupon_usage(
+    conn: sqlite3.Connection, coupon: Coupon, member_id: str | None, now_s: str
+) -> CouponUsage:
+    """How a coupon is used here, counted only as far as its limits need: an unlimited bearer
+    coupon (a campaign code used thousands of times a day) costs no count at all."""
+    redeemed = elsewhere = mine = 0
+    if coupon.max_redemptions is not None:
+        redeemed = conn.execute(
+            "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND status = 'redeemed'",
+            (coupon.code,),
+        ).fetchone()[0]
+        elsewhere = conn.execute(
+            "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND status = 'reserved'"
+            " AND expires_at > ?",
+            (coupon.code, now_s),
+        ).fetchone()[0]
+    if coupon.per_member_limit is not None and member_id is not None:
+        mine = conn.execute(
+            "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND member_id = ?"
+            " AND (status = 'redeemed' OR (status = 'reserved' AND expires_at > ?))",
+            (coupon.code, member_id, now_s),
+        ).fetchone()[0]
+    return CouponUsage(int(redeemed), int(elsewhere), int(mine))
+
+
 def _lookup_connection(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     # Short: a lookup that ever had to wait would hold up the event loop.
@@ -703,16 +728,7 @@ class Store:
                 ).fetchone()
                 if same is not None:
                     return Reservation(coupon, str(same[0]), new=False)
-            redeemed, elsewhere, mine = conn.execute(
-                """SELECT
-                     COUNT(*) FILTER (WHERE status = 'redeemed'),
-                     COUNT(*) FILTER (WHERE status = 'reserved' AND expires_at > ?),
-                     COUNT(*) FILTER (WHERE member_id = ? AND (status = 'redeemed'
-                                      OR (status = 'reserved' AND expires_at > ?)))
-                   FROM coupon_reservations WHERE code = ?""",
-                (now_s, member_id, now_s, code),
-            ).fetchone()
-            refusal = decide(coupon, CouponUsage(redeemed, elsewhere, mine))
+            refusal = decide(coupon, _coupon_usage(conn, coupon, member_id, now_s))
             if refusal is not None:
                 return Refusal(*refusal)
             ref = "C" + secrets.token_hex(6).upper()
