@@ -141,6 +141,8 @@ def _field_problem(fields: Sequence[str], encoding: str) -> str:
 
 def clean_field(text: str, encoding: str = "cp1252") -> str:
     """Make `text` sendable: control characters become spaces, unencodable characters become '?'."""
+    if text.isascii() and text.isprintable():  # most fields: nothing to do (every reply uses it)
+        return text
     text = text.translate(_CONTROL_TO_SPACE)
     return text.encode(encoding, errors="replace").decode(encoding)
 
