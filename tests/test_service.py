@@ -692,6 +692,20 @@ async def play_coupon_ops(store: Store, code: str, limit: int, ops: list[Op], ws
             assert redeemed_count(store, code) == sum(s == "redeemed" for s in status.values())
     redeemed = [e for e in await events_of(store, "coupon.redeemed") if e.payload["code"] == code]
     assert len(redeemed) <= limit
+    # The running totals that spare counting rows agree with the rows.
+    conn = sqlite3.connect(store.path)
+    try:
+        totals = conn.execute(
+            "SELECT redeemed, reserved FROM coupon_usage WHERE code = ?", (code,)
+        ).fetchone() or (0, 0)
+        counted = conn.execute(
+            "SELECT COALESCE(SUM(status = 'redeemed'), 0), COALESCE(SUM(status = 'reserved'), 0)"
+            " FROM coupon_reservations WHERE code = ?",
+            (code,),
+        ).fetchone()
+    finally:
+        conn.close()
+    assert tuple(totals) == tuple(counted)
 
 
 def test_a_coupon_is_never_redeemed_beyond_its_limit(tmp_path: Path) -> None:

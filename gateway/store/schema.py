@@ -152,6 +152,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX coupon_reservations_check ON coupon_reservations(code, wsid, check_no);
     CREATE INDEX coupon_reservations_member ON coupon_reservations(code, member_id);
 
+    -- Per coupon, how many uses are redeemed and how many reservations are open (expired ones
+    -- included until the sweeper releases them): an upper bound that spares counting rows.
+    CREATE TABLE coupon_usage (
+        code     TEXT PRIMARY KEY,
+        redeemed INTEGER NOT NULL DEFAULT 0,
+        reserved INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    INSERT INTO coupon_usage
+        SELECT code, SUM(status = 'redeemed'), SUM(status = 'reserved')
+        FROM coupon_reservations GROUP BY code;
+
     CREATE TABLE products (
         object_number INTEGER PRIMARY KEY,
         name          TEXT NOT NULL,

@@ -121,22 +121,33 @@ _RECOMPUTE_PENDING = [
 ]
 
 
+def _bump_usage(conn: sqlite3.Connection, changes: Sequence[tuple[str, int, int]]) -> None:
+    """(code, redeemed delta, reserved delta) into `coupon_usage`, in the caller's transaction."""
+    conn.executemany(
+        "INSERT INTO coupon_usage VALUES (?, ?, ?) ON CONFLICT (code) DO UPDATE SET"
+        " redeemed = redeemed + excluded.redeemed, reserved = reserved + excluded.reserved",
+        changes,
+    )
+
+
 def _coupon_usage(
     conn: sqlite3.Connection, coupon: Coupon, member_id: str | None, now_s: str
 ) -> CouponUsage:
-    """How a coupon is used here, counted only as far as its limits need: an unlimited bearer
-    coupon (a campaign code used thousands of times a day) costs no count at all."""
+    """How a coupon is used here, counted only as far as its limits need. The running totals
+    of `coupon_usage` decide while they are clearly under the limit; only near it are the live
+    reservations counted exactly (expired ones not swept yet do not count)."""
     redeemed = elsewhere = mine = 0
     if coupon.max_redemptions is not None:
-        redeemed = conn.execute(
-            "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND status = 'redeemed'",
-            (coupon.code,),
-        ).fetchone()[0]
-        elsewhere = conn.execute(
-            "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND status = 'reserved'"
-            " AND expires_at > ?",
-            (coupon.code, now_s),
-        ).fetchone()[0]
+        totals = conn.execute(
+            "SELECT redeemed, reserved FROM coupon_usage WHERE code = ?", (coupon.code,)
+        ).fetchone()
+        redeemed, elsewhere = (int(totals[0]), int(totals[1])) if totals else (0, 0)
+        if redeemed + elsewhere >= coupon.max_redemptions:
+            elsewhere = conn.execute(
+                "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND status = 'reserved'"
+                " AND expires_at > ?",
+                (coupon.code, now_s),
+            ).fetchone()[0]
     if coupon.per_member_limit is not None and member_id is not None:
         mine = conn.execute(
             "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND member_id = ?"
@@ -737,6 +748,7 @@ class Store:
                 " reserved_at, expires_at) VALUES (?, ?, ?, ?, ?, 'reserved', ?, ?)",
                 (ref, code, wsid, check, member_id, now_s, expires_s),
             )
+            _bump_usage(conn, [(code, 0, 1)])
             return Reservation(coupon, ref, new=True)
 
         # A reservation survives a crash of the process; a power cut may lose it, and the
@@ -783,6 +795,7 @@ class Store:
                     " released_by = ? WHERE ref = ?",
                     (now_s, released_by, ref),
                 )
+                _bump_usage(conn, [(code, 0, -1)])
                 _insert_events(conn, [make_event(ref, code)])
             return None
 
@@ -803,9 +816,11 @@ class Store:
                 (now_s,),
             ).fetchall()
             conn.executemany(
-                "UPDATE coupon_reservations SET status = 'released', finished_at = ? WHERE ref = ?",
+                "UPDATE coupon_reservations SET status = 'released', finished_at = ?,"
+                " released_by = 'expired' WHERE ref = ?",
                 [(now_s, r[0]) for r in rows],
             )
+            _bump_usage(conn, [(r[1], 0, -1) for r in rows])
             _insert_events(conn, [make_event(r[0], r[1], r[2], r[3]) for r in rows])
             return len(rows)
 
@@ -881,13 +896,15 @@ class Store:
                     (entry.member_id, entry.points, entry.wallet, entry.tickets),
                 )
             conn.executemany(_INSERT_EVENT, rows.events)
-            redeemed = [c[0] for c in current[1] if c[3]]
+            redeemed = [c for c in current[1] if c[3]]
             if redeemed:
                 conn.executemany(
                     "UPDATE coupon_reservations SET status = 'redeemed', finished_at = ?,"
                     " posted_key = ? WHERE ref = ?",
-                    [(now_s, key.text(), ref) for ref in redeemed],
+                    [(now_s, key.text(), c[0]) for c in redeemed],
                 )
+                # A redeemed reservation stops being open; a lapsed one was no longer open.
+                _bump_usage(conn, [(c[1], 1, -1 if c[2] == "reserved" else 0) for c in redeemed])
             return rows.settlement.reply, True
 
         result: tuple[PostOk, bool] = await self.writer.submit(job)
