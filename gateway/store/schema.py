@@ -147,10 +147,22 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX rules_documents_effective ON rules_documents(effective_from);
 
+    CREATE TABLE products (
+        object_number INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL,
+        family_group  TEXT NOT NULL,
+        major_group   TEXT NOT NULL,
+        active        INTEGER NOT NULL
+    );
+    """,
+    # 4: coupon usage without counting rows
+    """
     -- A coupon's usage and a check's repeat are found without reading every reservation of a
     -- popular bearer coupon.
-    CREATE INDEX coupon_reservations_check ON coupon_reservations(code, wsid, check_no);
-    CREATE INDEX coupon_reservations_member ON coupon_reservations(code, member_id);
+    CREATE INDEX IF NOT EXISTS coupon_reservations_check
+        ON coupon_reservations(code, wsid, check_no);
+    CREATE INDEX IF NOT EXISTS coupon_reservations_member
+        ON coupon_reservations(code, member_id);
 
     -- Per coupon, how many uses are redeemed and how many reservations are open (expired ones
     -- included until the sweeper releases them): an upper bound that spares counting rows.
@@ -162,14 +174,6 @@ MIGRATIONS: list[str] = [
     INSERT INTO coupon_usage
         SELECT code, SUM(status = 'redeemed'), SUM(status = 'reserved')
         FROM coupon_reservations GROUP BY code;
-
-    CREATE TABLE products (
-        object_number INTEGER PRIMARY KEY,
-        name          TEXT NOT NULL,
-        family_group  TEXT NOT NULL,
-        major_group   TEXT NOT NULL,
-        active        INTEGER NOT NULL
-    );
     """,
 ]
 
