@@ -145,7 +145,7 @@ def _coupon_usage(
         if redeemed + elsewhere >= coupon.max_redemptions:
             elsewhere = conn.execute(
                 "SELECT COUNT(*) FROM coupon_reservations WHERE code = ? AND status = 'reserved'"
-                " AND expires_at > ?",
+                " AND +expires_at > ?",  # on the (code, status) index, not every live one
                 (coupon.code, now_s),
             ).fetchone()[0]
     if coupon.per_member_limit is not None and member_id is not None:
@@ -733,8 +733,10 @@ class Store:
             coupon = Coupon.model_validate_json(row[0])
             if check != 0:  # no check number yet: nothing to recognise a repeat by
                 same = conn.execute(
+                    # `+`: keeps SQLite on the (code, wsid, check) index; the (status,
+                    # expires_at) one would read every live reservation of every coupon.
                     "SELECT ref FROM coupon_reservations WHERE code = ? AND wsid = ? AND"
-                    " check_no = ? AND status = 'reserved' AND expires_at > ?",
+                    " check_no = ? AND +status = 'reserved' AND +expires_at > ?",
                     (code, wsid, check, now_s),
                 ).fetchone()
                 if same is not None:
