@@ -208,6 +208,8 @@ def member_db(count: int, *, say: Callable[[str], None] = print) -> tuple[Path, 
         db = work / "gateway.db"
         asyncio.run(_migrate_and_add_coupon(db))
         _insert_members(db, count)
+        with db.open("rb+") as f:
+            os.fsync(f.fileno())  # on disk now, not written back while a benchmark measures
         os.replace(db, path)  # only a finished database ever has the cached name
     finally:
         shutil.rmtree(work, ignore_errors=True)
