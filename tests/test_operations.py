@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gateway_process import cli
+from sync_harness import Admin
 
 from gateway.store.store import backup_database
 
@@ -164,3 +165,38 @@ async def test_dead_letters_can_be_listed_and_retried(tmp_path: Path) -> None:
         assert db.execute("SELECT event_id FROM outbox").fetchall() == [
             ("01J0000000000000000000DEAD",)
         ]
+
+
+async def test_drain_sends_the_backlog_when_the_gateway_is_not_running(tmp_path: Path) -> None:
+    from gateway.domain.ids import new_ulid
+    from gateway.domain.models import OutboxEvent
+    from gateway.store.store import Store
+    from sync.reference_server import ReferenceServer
+
+    data_dir = tmp_path / "data"
+    store = await Store.open(data_dir / "gateway.db")
+    await store.append_events(
+        [
+            OutboxEvent(
+                new_ulid(),
+                "member.identified",
+                "2026-11-23T10:00:00.000000Z",
+                {"store_id": "S001", "member_id": "M1", "wsid": 1, "rvc": 1, "check": n},
+            )
+            for n in range(1200)
+        ]
+    )
+    await store.close()
+    async with ReferenceServer() as central:
+        code, _, err = await cli(
+            data_dir, "drain", "--timeout", "60", EDGE_GATEWAY_CENTRAL__URL=central.url,
+            EDGE_GATEWAY_ADMIN__PORT="1",  # nothing answers there: no gateway is running
+        )  # fmt: skip
+        admin = Admin(central)
+        accepted = (await admin.stats())["events"]["accepted"].get("member.identified")
+        await admin.aclose()
+    assert accepted == 1200
+    assert code == 0, err
+    assert "outbox empty" in err
+    with sqlite3.connect(data_dir / "gateway.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
