@@ -226,6 +226,7 @@ class Daemon:
             states["sim_tcp"] = {
                 "state": "listening" if self.sim.listening else "stopped",
                 "connections": self.sim.stats.open_connections,
+                "registers": self.sim.responder.registers(),
             }
         states.update(self._line_and_mqtt_adapter_states())
         return states

@@ -216,6 +216,12 @@ async def test_the_page_shows_the_same_queue_and_counts_as_status(
             await expect(page.locator("#central-state")).to_have_text("STANDALONE")
             await expect(page.locator("#version")).to_have_text(status["version"])
             await expect(page.locator('[data-adapter="sim_tcp"] td').nth(2)).to_have_text("1")
+            # The register itself, with its last request and when it was heard from.
+            heard = status["adapters"]["sim_tcp"]["registers"][0]
+            assert heard["last_command"] == "IDENT"
+            last = page.locator(f'tr.register[data-register="{heard["source_id"]}"] td')
+            await expect(last.nth(1)).to_contain_text("(IDENT)")
+            await expect(last.nth(2)).to_contain_text("ago")
             for key in ("POST:ok", "IDENT:UNKNOWN_MEMBER"):
                 await expect(page.locator(f'[data-key="{key}"] td').nth(2)).to_have_text(
                     str(status["requests"][key])

@@ -8,6 +8,7 @@ twice (POST's durable idempotency covers restarts of the gateway).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ class _Source:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_seq: int | None = None
     last_reply: bytes | None = None
+    last_seen: float = 0.0  # wall-clock time of its last frame (for store IT's dashboard)
+    last_command: str = ""
 
 
 @dataclass
@@ -74,6 +77,19 @@ class SimResponder:
         cleaned = [clean_field(f, self.encoding) for f in fields]
         return encode_frame(frame_sid, seq, cleaned, encoding=self.encoding)
 
+    def registers(self, limit: int = 50) -> list[dict[str, object]]:
+        """The registers (source ids) heard from, most recent first: who is alive, and when."""
+        heard = sorted(self._sources.items(), key=lambda item: item[1].last_seen, reverse=True)
+        return [
+            {
+                "source_id": sid.decode("latin-1").strip(),
+                "last_seen": round(source.last_seen, 3),
+                "last_command": source.last_command,
+            }
+            for sid, source in heard[:limit]
+            if source.last_seen
+        ]
+
     def error_reply(self, error: FrameError) -> bytes | None:
         """The `ERROR` reply for a frame the codec refused, when it can be addressed."""
         self.stats.errors[error.reason] += 1
@@ -85,6 +101,8 @@ class SimResponder:
         """Answer one frame. Requests of one source id run one at a time, in arrival order."""
         self.stats.frames += 1
         source = self._source(frame.source_id)
+        source.last_seen = time.time()
+        source.last_command = frame.fields[0][:16] if frame.fields else ""
         async with source.lock:
             if frame.retransmit and source.last_seq == frame.seq and source.last_reply:
                 self.stats.replayed += 1

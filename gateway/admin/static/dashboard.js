@@ -197,6 +197,19 @@
       }
       row.lastChild.className = "num";
       adapters.append(row);
+      // Each register this adapter heard from, with its last request and when.
+      for (const register of adapter.registers || []) {
+        const line = document.createElement("tr");
+        line.className = "register";
+        line.dataset.register = register.source_id;
+        const label = "register " + register.source_id + " (" + (register.last_command || "—") + ")";
+        for (const value of ["", label, when(register.last_seen)]) {
+          const cell = document.createElement("td");
+          cell.textContent = value;
+          line.append(cell);
+        }
+        adapters.append(line);
+      }
     }
     text("last-request", hist ? when(hist.last_request_at) : "—");
     text("last-connection-change", hist ? when(hist.last_connection_change_at) : "—");
