@@ -116,7 +116,7 @@ class _Target:
         self.decoder = FrameDecoder()
         self.phases: dict[str, dict[str, Any]] = {}
 
-    def run(self, phase: str, expect: str, frames: list[bytes]) -> None:
+    def run(self, phase: str, expect: str, frames: list[bytes], all_pids: list[int]) -> None:
         """Send `frames` one at a time, timing each round trip; add to the phase's figures."""
         from pos_adapters.sim.codec import Frame
 
@@ -134,6 +134,7 @@ class _Target:
         latencies, replies = out["latencies"], out["replies"]
         clock, sock, decoder = time.perf_counter, self.sock, self.decoder
         cpu_before = cpu_seconds(self.pid)
+        servers_before = sum(sum(cpu_seconds(pid).values()) for pid in all_pids)
         busy_before, mine_before = machine_busy_seconds(), time.process_time()
         for frame in frames:
             started = clock()
@@ -157,12 +158,13 @@ class _Target:
         cpu = cpu_used(cpu_before, cpu_seconds(self.pid))
         for kind, seconds in cpu.items():
             out["server_cpu_s"][kind] = out["server_cpu_s"].get(kind, 0.0) + seconds
-        # What the rest of the machine (other people's processes) used meanwhile.
+        # What the rest of the machine (other people's processes) used meanwhile; the servers
+        # not being measured right now are not "others" (the gateway has background work).
         out["others_s"] += (
             machine_busy_seconds()
             - busy_before
             - (time.process_time() - mine_before)
-            - sum(cpu.values())
+            - (sum(sum(cpu_seconds(pid).values()) for pid in all_pids) - servers_before)
         )
         if self.check_replies:
             out["unexpected"] = sum(v for k, v in replies.items() if k != expect)
@@ -187,6 +189,7 @@ def one_register(
         name: build_frames(cmd, n, members, seed, check) for name, cmd, n, seed, check in phases
     }
     servers = [_Target(*target) for target in targets]
+    pids = [server.pid for server in servers]
     clock = time.perf_counter
     try:
         for name, command, count, _, _ in phases:
@@ -200,7 +203,7 @@ def one_register(
                         capped = True
                         break
                     for server in servers:
-                        server.run(name, EXPECT[command], frames[name][first : first + block])
+                        server.run(name, EXPECT[command], frames[name][first : first + block], pids)
             finally:
                 gc.enable()
             for server in servers:
