@@ -133,20 +133,12 @@ async def _switch(settings: Settings, program: str, paused: bool, by: str) -> in
 
 
 def _status(settings: Settings) -> int:
-    import httpx
     from rich.table import Table
 
-    admin = settings.admin
-    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::") else admin.host
-    headers = {}
-    if admin.token_file is not None:
-        headers["Authorization"] = f"Bearer {admin.token_file.read_text().strip()}"
-    try:
-        response = httpx.get(f"http://{host}:{admin.port}/status", headers=headers, timeout=5)
-        response.raise_for_status()
-    except httpx.HTTPError as error:
-        _fail(f"the gateway's admin API at {host}:{admin.port} did not answer: {error}", 1)
-    status = response.json()
+    status = _admin_get(settings, "/status")
+    if status is None:
+        admin = settings.admin
+        _fail(f"the gateway's admin API at {admin.host}:{admin.port} did not answer", 1)
     table = Table(title=f"edge-gateway {status['version']} — store {status['store_id']}")
     table.add_column("what")
     table.add_column("now", overflow="fold")

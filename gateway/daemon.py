@@ -356,10 +356,6 @@ class Daemon:
         assert store is not None and service is not None
         counts = await store.counts()
         now = time.time()
-        oldest_age = None
-        if counts.outbox_oldest:
-            oldest = dt.datetime.fromisoformat(counts.outbox_oldest.replace("Z", "+00:00"))
-            oldest_age = round(max(0.0, now - oldest.timestamp()), 3)
         central: dict[str, Any] = {"state": "STANDALONE", "url": None}
         sync: dict[str, Any] = {}
         if self.central is not None and self.forwarder and self.refresher:
@@ -395,7 +391,7 @@ class Daemon:
             "gateway_id": self.settings.gateway_id,
             "uptime_s": round(now - self.started_at, 1),
             "central": central,
-            "outbox": {"depth": counts.outbox_depth, "oldest_age_s": oldest_age},
+            "outbox": {"depth": counts.outbox_depth, "oldest_age_s": counts.outbox_oldest_age_s},
             "dead_letters": counts.dead_letters,
             "offline_conflicts": conflicts,
             "sync": sync,

@@ -26,16 +26,12 @@ async def build_heartbeat(
 ) -> dict[str, Any]:
     counts = await store.counts()
     now = dt.datetime.now(dt.UTC)
-    oldest_age = None
-    if counts.outbox_oldest:
-        oldest = dt.datetime.fromisoformat(counts.outbox_oldest.replace("Z", "+00:00"))
-        oldest_age = round(max(0.0, (now - oldest).total_seconds()), 3)
     return {
         "gateway_id": gateway_id,
         "version": __version__,
         "sent_at": utc_stamp(now),
         "queue_depth": counts.outbox_depth,
-        "oldest_event_age_s": oldest_age,
+        "oldest_event_age_s": counts.outbox_oldest_age_s,
         "cursor": store.get_state(CURSOR),
         "adapters": {name: dict(state) for name, state in (adapters() if adapters else {}).items()},
         "dead_letters": counts.dead_letters,

@@ -97,6 +97,14 @@ class StoreCounts:
     outbox_oldest: str | None
     dead_letters: int
 
+    @property
+    def outbox_oldest_age_s(self) -> float | None:
+        """Seconds since the oldest waiting event occurred (None when the outbox is empty)."""
+        if not self.outbox_oldest:
+            return None
+        oldest = dt.datetime.fromisoformat(self.outbox_oldest.replace("Z", "+00:00"))
+        return round(max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds()), 3)
+
 
 CouponDecision = Callable[[Coupon, CouponUsage], tuple[Reason, str] | None]
 Settle = Callable[["MemberView | None", list[ReservedCoupon]], Settlement]
