@@ -17,6 +17,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from gateway import __version__
 from gateway.config import ConfigError, Settings, load_settings, render_effective
 from gateway.logging import configure_logging
+from gateway.store.datadir import (
+    AlreadyRunning,
+    DataDirLock,
+    DataDirProblem,
+    give_to_data_dir_owner,
+    set_aside,
+)
 from gateway.store.importer import Kind
 
 if TYPE_CHECKING:
@@ -48,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--duration", type=float, default=10.0, help="load: seconds")
     commands.add_parser("status", help="what the running gateway is doing (admin API)")
     commands.add_parser("doctor", help="check database, disk, clock, ports and central")
+    new_store = commands.add_parser(
+        "new-store",
+        help="set the store's database aside so that the next start makes a new, empty store",
+        description="Moves gateway.db, its -wal/-shm files and the store marker into a dated"
+        " set-aside-* folder in the data directory (nothing is deleted). Use it only when no"
+        " backup can be restored: the new store starts with no members and no unsent checks.",
+    )
+    new_store.add_argument("--yes", action="store_true", help="do it (without it: say what)")
     backup = commands.add_parser("backup", help="copy the database safely, even while running")
     backup.add_argument("path", type=Path)
     dead = commands.add_parser("dead-letters", help="events central rejected")
@@ -412,6 +427,31 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         _fail(f"cannot reach the gateway at {host}:{port}: {error}", 1)
 
 
+def _new_store(settings: Settings, yes: bool) -> int:
+    data_dir = settings.data_dir
+    if not yes:
+        sys.stdout.write(
+            f"This sets aside the store in {data_dir} (gateway.db and its files go to a"
+            " set-aside-* folder there); the next start makes a new, empty store. Stop the"
+            " gateway first. Run again with --yes to do it.\n"
+        )
+        return 1
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as running:
+        _fail(str(running), 1)
+    try:
+        folder = set_aside(data_dir)
+    finally:
+        lock.release()
+    if folder is None:
+        sys.stdout.write(f"nothing to set aside in {data_dir}\n")
+    else:
+        sys.stdout.write(f"set aside in {folder}; the next start makes a new store\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "reference-server":
@@ -428,6 +468,19 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.daemon import main as run_daemon
 
         return run_daemon(settings)
+    if args.command == "new-store":
+        return _new_store(settings, args.yes)
+    try:
+        return _run_command(args, settings)
+    except DataDirProblem as problem:
+        _fail(str(problem), 1)
+    finally:
+        # Under sudo, files this command made stay the service user's (not root's).
+        for path in give_to_data_dir_owner(settings.database_path):
+            sys.stderr.write(f"gave {path} to the data directory's owner\n")
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "import":
         if not args.file.is_file():
             _fail(f"no such file: {args.file}", 1)

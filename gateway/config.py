@@ -258,6 +258,9 @@ class CentralSettings(BaseModel):
     heartbeat_interval_s: PositiveSeconds = 60.0
     authorization_budget_ms: Annotated[int, Field(gt=0)] = 300
     backoff_max_s: PositiveSeconds = 60.0  # longest wait between retries (addition to DESIGN)
+    # A full snapshot may remove at most this share of the cached members or coupons at once;
+    # more needs `edge-gateway sync --full --allow-mass-removal` (addition to DESIGN).
+    max_removal_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
 
     @field_validator("url")
     @classmethod
@@ -293,7 +296,11 @@ class SimSettings(BaseModel):
     allow: list[Cidr] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     encoding: str = "cp1252"
     max_frame: Annotated[int, Field(ge=256)] = 32768
-    idle_timeout_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 512
+    max_connections_per_peer: Annotated[int, Field(ge=1, le=100_000)] = 64
+    # Seconds without a complete frame before a connection is closed (0: never). Registers stay
+    # connected for days, so this is long; it only matters to reclaim abandoned connections.
+    idle_timeout_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3600.0
     read_timeout_s: PositiveSeconds = 30.0
 
     @field_validator("encoding")
@@ -386,6 +393,11 @@ class AdminSettings(BaseModel):
     host: str = "127.0.0.1"
     port: Port = 8765
     token_file: OptionalPath = None
+    # Host names the API answers for besides localhost and its own address (DNS rebinding).
+    host_names: list[str] = Field(default_factory=list)
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64  # addition to DESIGN
+    # A connection must finish its request within this, and is closed after this long idle.
+    request_timeout_s: PositiveSeconds = 10.0  # addition to DESIGN
 
     @model_validator(mode="after")
     def _exposed_only_with_token(self) -> Self:
@@ -402,6 +414,8 @@ class CouponSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     reservation_ttl_s: Annotated[int, Field(gt=0)] = 7200
+    # A COUPON on check 0 (no check open yet) holds the coupon only this long.
+    unbound_reservation_ttl_s: Annotated[int, Field(gt=0)] = 600
 
 
 def _check_clock_time(value: str) -> str:
@@ -470,6 +484,9 @@ class StorageSettings(BaseModel):
 
     max_db_mb: Annotated[int, Field(ge=0)] = 0
     min_free_mb: Annotated[int, Field(ge=0)] = 64
+    # Events kept in memory while the disk refuses them (full disk); beyond it the oldest are
+    # dropped, counted and logged (addition to DESIGN).
+    max_pending_events: Annotated[int, Field(ge=100)] = 100_000
 
 
 class LogSettings(BaseModel):

@@ -24,7 +24,9 @@ from gateway.admin.metrics import GatewayMetrics
 from gateway.admin.server import AdminServer
 from gateway.config import Settings, currency_decimals
 from gateway.domain.rules_doc import RulesDocument
+from gateway.logging import reopen_log_file
 from gateway.service import LATENCY_BUCKETS_S, Gateway, ServiceOptions
+from gateway.store.datadir import AlreadyRunning, DataDirLock
 from gateway.store.store import Store
 from pos_adapters.mqtt import MqttAdapter, MqttOptions, MqttResponder, Topics
 from pos_adapters.sim.serial import LineSettings, SerialAdapter
@@ -61,6 +63,7 @@ def service_options(settings: Settings) -> ServiceOptions:
         locale=settings.locale,
         timezone=settings.tzinfo(),
         reservation_ttl=dt.timedelta(seconds=settings.coupons.reservation_ttl_s),
+        unbound_reservation_ttl=dt.timedelta(seconds=settings.coupons.unbound_reservation_ttl_s),
         authorization_budget_s=settings.central.authorization_budget_ms / 1000,
         offline_policy=settings.offline.coupon_policy,
         offline_max_amount=settings.offline_coupon_max_minor,
@@ -87,7 +90,12 @@ class Daemon:
 
     async def start(self) -> None:
         settings = self.settings
-        self.store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+        self.store = await Store.open(
+            settings.database_path,
+            max_db_mb=settings.storage.max_db_mb,
+            max_pending_events=settings.storage.max_pending_events,
+        )
+        await self.store.probe_write()  # a read-only file fails here, not at the first check
         await self._load_local_rules_and_menu(self.store)
         if settings.central.url:
             self._start_sync(self.store)
@@ -345,7 +353,13 @@ class Daemon:
         self.metrics.update(await self.status())
 
     def readiness(self) -> dict[str, bool]:
-        checks = {"database": self.store is not None and not self.store.writer.storage_full}
+        """Ready means a register's check can be stored now: the database is open and writable
+        and the disk takes a check (the storage-full alarm is down)."""
+        store = self.store
+        checks = {
+            "database": store is not None and store.write_problem() is None,
+            "storage": store is not None and not store.writer.storage_full,
+        }
         if self.settings.sim.enabled:
             checks["sim_tcp"] = self.sim is not None and self.sim.listening
         return checks
@@ -391,7 +405,14 @@ class Daemon:
             "gateway_id": self.settings.gateway_id,
             "uptime_s": round(now - self.started_at, 1),
             "central": central,
-            "outbox": {"depth": counts.outbox_depth, "oldest_age_s": counts.outbox_oldest_age_s},
+            "outbox": {
+                "depth": counts.outbox_depth,
+                "oldest_age_s": counts.outbox_oldest_age_s,
+                # identification events not on disk yet: under a second's worth, unless the
+                # disk refuses them (then kept here up to storage.max_pending_events)
+                "in_memory": store.writer.pending_riders,
+                "dropped": store.writer.stats.riders_dropped,
+            },
             "dead_letters": counts.dead_letters,
             "offline_conflicts": conflicts,
             "sync": sync,
@@ -415,8 +436,25 @@ class Daemon:
             "adapters": self.adapter_states(),
             "requests": {f"{c}:{o}": n for (c, o), n in sorted(service.stats.requests.items())},
             "storage_full": store.writer.storage_full,
+            "clock_skew": service.clock_skew(),
+            "database_problem": store.write_problem(),
             "disk_free_mb": disk.free // (1024 * 1024),
         }
+
+    async def reload(self) -> None:
+        """SIGHUP: reopen the log file (after logrotate) and read the rules file again. Other
+        settings need a restart (docs/operations.md)."""
+        reopened = reopen_log_file()
+        rules = "no rules_file"
+        if self.store is not None:
+            try:
+                await self._load_local_rules_and_menu(self.store)
+                if self.settings.rules_file is not None:
+                    rules = "reloaded"
+            except Exception as error:  # a bad file must not stop a running gateway
+                rules = f"kept the previous rules: {error}"
+                log.error("reload_failed", file=str(self.settings.rules_file), error=str(error))
+        log.info("gateway_reloaded", log_file_reopened=reopened, rules=rules)
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
@@ -447,7 +485,7 @@ class Daemon:
 
 
 async def run(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
+    """Run until SIGTERM/SIGINT; return the process exit code. SIGHUP reloads (see `reload`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -455,17 +493,35 @@ async def run(settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: no loop signal handlers
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
-    daemon = Daemon(settings)
+    lock = DataDirLock(settings.data_dir)
     try:
-        await daemon.start()
-    except Exception as error:
+        lock.acquire()
+    except (AlreadyRunning, OSError) as error:
         log.error("gateway_start_failed", error=str(error), kind=type(error).__name__)
-        await daemon.stop()
         return 1
-    await stop.wait()
-    log.info("gateway_stopping", reason="signal")
-    await daemon.stop()
-    return 0
+    daemon = Daemon(settings)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        task = asyncio.create_task(daemon.reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    try:
+        try:
+            await daemon.start()
+        except Exception as error:
+            log.error("gateway_start_failed", error=str(error), kind=type(error).__name__)
+            await daemon.stop()
+            return 1
+        await stop.wait()
+        log.info("gateway_stopping", reason="signal")
+        await daemon.stop()
+        return 0
+    finally:
+        lock.release()
 
 
 def main(settings: Settings) -> int:

@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.config import Settings
+from gateway.store.datadir import (
+    DataDirProblem,
+    check_before_open,
+    foreign_files,
+    owner_name,
+    unwritable,
+)
 from gateway.store.schema import SCHEMA_VERSION
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -41,6 +48,35 @@ def check_database(path: Path) -> Finding:
     if version > SCHEMA_VERSION:
         return Finding("database", "fail", f"schema {version} is newer than this gateway's")
     return Finding("database", "ok", f"{path}: integrity ok, schema {version}")
+
+
+def check_database_writable(path: Path) -> Finding:
+    """Whether the service can write the database: files owned by someone other than the data
+    directory's owner (the service user), or that this user cannot write, make every check
+    fail at the register while reads still work."""
+    if not path.exists():
+        return Finding("database files", "ok", "not made yet")
+    try:
+        check_before_open(path)
+    except DataDirProblem as problem:
+        return Finding("database files", "fail", str(problem))
+    foreign = foreign_files(path)
+    if foreign:
+        owner = owner_name(path.parent)
+        names = ", ".join(
+            f"{p.name} (owner {owner_name(p)}, mode {p.stat().st_mode & 0o777:04o})"
+            for p in foreign
+        )
+        return Finding(
+            "database files",
+            "fail",
+            f"{names} in {path.parent} not owned by the service user {owner}: the service"
+            f" cannot write them; fix: chown {owner}: {path.parent}/gateway.db*",
+        )
+    why = unwritable(path)
+    if why is not None:
+        return Finding("database files", "fail", why)
+    return Finding("database files", "ok", "writable by the service user")
 
 
 def check_disk(data_dir: Path, min_free_mb: int) -> Finding:
@@ -95,6 +131,7 @@ def check_clock(settings: Settings, central_date: dt.datetime | None) -> Finding
 def local_findings(settings: Settings, *, sim_ours: bool, admin_ours: bool) -> list[Finding]:
     findings = [Finding("configuration", "ok", "loaded and valid")]
     findings.append(check_database(settings.database_path))
+    findings.append(check_database_writable(settings.database_path))
     findings.append(check_disk(settings.data_dir, settings.storage.min_free_mb))
     if settings.sim.enabled:
         findings.append(check_port("sim port", settings.sim.host, settings.sim.port, sim_ours))

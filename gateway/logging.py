@@ -184,6 +184,20 @@ def configure_logging(
     )
 
 
+def reopen_log_file() -> bool:
+    """Reopen the log file (SIGHUP, after an outside tool such as logrotate moved it).
+    Returns whether there was a file to reopen."""
+    reopened = False
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == _HANDLER_NAME and isinstance(handler, logging.FileHandler):
+            with handler.lock or contextlib.nullcontext():
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            reopened = True
+    return reopened
+
+
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A logger named like the module that uses it: `log = get_logger(__name__)`."""
     return structlog.stdlib.get_logger(name)

@@ -77,6 +77,8 @@ class ServiceOptions:
     locale: str = "en"  # receipt amounts: decimal separator, currency symbol place
     timezone: dt.tzinfo = dt.UTC
     reservation_ttl: dt.timedelta = dt.timedelta(hours=2)
+    # A scan before the register opened a check (check 0) holds the coupon only briefly.
+    unbound_reservation_ttl: dt.timedelta = dt.timedelta(minutes=10)
     rules: RulesDocument = DEFAULT_RULES  # until a rules document arrives or is configured
     authorization_budget_s: float = 0.3
     offline_policy: Literal["allow", "deny", "allow_up_to"] = "allow"
@@ -135,6 +137,7 @@ class ServiceStats:
     unknown_coupon_refs: int = 0
     refused_coupon_refs: int = 0
     offline_authorizations: int = 0
+    future_business_dates: int = 0  # checks refused: business date later than tomorrow here
 
 
 def receipt_line(label: str, value: str) -> str:
@@ -171,6 +174,7 @@ class Gateway:
         self._central_state = central_state
         self.stats = ServiceStats()
         self._rules: tuple[str, RulesDocument] | None = None
+        self._future_date: dt.date | None = None  # the latest refused; None: no alarm
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -195,6 +199,40 @@ class Gateway:
     def latest_business_date(self) -> dt.date:
         """Tomorrow in the store's time zone: no register may post a later business date."""
         return self._clock().astimezone(self.options.timezone).date() + dt.timedelta(days=1)
+
+    def note_future_business_date(self, date: dt.date) -> None:
+        """A register sent a business date later than tomorrow by this gateway's clock: every
+        such check is refused, so a clock behind the registers' is an alarm, logged once."""
+        self.stats.future_business_dates += 1
+        if self._future_date is None:
+            log.error(
+                "business_date_refused",
+                alarm=True,
+                business_date=date.isoformat(),
+                gateway_date=self._today().isoformat(),
+                hint="the registers' business date is later than tomorrow by this machine's"
+                " clock: checks are refused until the clock is right; check its time sync (NTP)",
+            )
+        self._future_date = max(date, self._future_date or date)
+
+    def clock_skew(self) -> dict[str, Any] | None:
+        """The suspected clock skew (registers ahead of this gateway), or None. Clears, with a
+        log line, once this gateway's clock has caught up with the dates it refused."""
+        if self._future_date is None:
+            return None
+        if self._future_date <= self.latest_business_date():
+            log.warning("business_date_accepted_again", business_date=self._future_date.isoformat())
+            self._future_date = None
+            return None
+        return {
+            "suspected": True,
+            "register_business_date": self._future_date.isoformat(),
+            "gateway_date": self._today().isoformat(),
+            "refused_checks": self.stats.future_business_dates,
+        }
+
+    def _today(self) -> dt.date:
+        return self._clock().astimezone(self.options.timezone).date()
 
     def rules(self, now: dt.datetime) -> RulesDocument:
         """The rules in force at `now`: the latest effective document in the store (central's,
@@ -309,7 +347,11 @@ class Gateway:
                 check=request.check,
                 member_id=request.member_id,
                 now=now,
-                ttl=self.options.reservation_ttl,
+                ttl=(
+                    self.options.unbound_reservation_ttl
+                    if request.check == 0
+                    else self.options.reservation_ttl
+                ),
                 decide=decide,
             )
         except StorageFull:

@@ -284,6 +284,7 @@ class MqttResponder:
         self.context = ParseContext(
             decimals=service.options.currency_decimals,
             latest_business_date=service.latest_business_date,
+            future_business_date=service.note_future_business_date,
         )
         self.stats = MqttStats()
         self._locks: dict[int, asyncio.Lock] = {}  # wsid -> lock; wsid <= 9999 bounds it

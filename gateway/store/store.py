@@ -34,9 +34,16 @@ from gateway.domain.models import (
 from gateway.domain.reasons import Reason
 from gateway.domain.rules_doc import RulesDocument
 from gateway.rules.coupons import CouponUsage
+from gateway.store.datadir import (
+    DataDirProblem,
+    check_before_open,
+    describe_unwritable,
+    unwritable,
+    write_marker,
+)
 from gateway.store.schema import migrate
+from gateway.store.writer import DEFAULT_MAX_PENDING, Writer, connect, is_read_only
 from gateway.store.writer import StorageFull as StorageFull
-from gateway.store.writer import Writer, connect
 
 
 class StoreCorrupt(Exception):
@@ -527,20 +534,61 @@ class Store:
             listener()
 
     @classmethod
-    async def open(cls, path: Path, *, max_db_mb: int = 0) -> Store:
-        """Check the database (quick_check), migrate it, and start the writer."""
+    async def open(
+        cls, path: Path, *, max_db_mb: int = 0, max_pending_events: int = DEFAULT_MAX_PENDING
+    ) -> Store:
+        """Check the database (it is not a store that lost its content; quick_check), migrate
+        it, and start the writer. A file this process cannot write raises `DataDirProblem`."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = Writer(lambda: connect(path, max_db_mb=max_db_mb))
+        check_before_open(path)
+        writer = Writer(lambda: connect(path, max_db_mb=max_db_mb), max_pending=max_pending_events)
         try:
             await writer.start()
             await writer.run_on_thread(_check_and_migrate)
             reader = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as error:
+            await writer.close()
+            if is_read_only(error) or "unable to open database file" in str(error):
+                raise DataDirProblem(
+                    unwritable(path) or describe_unwritable(path, str(error))
+                ) from error
+            raise
         except BaseException:
             await writer.close()
             raise
         await reader.execute("PRAGMA busy_timeout = 10000")
         await reader.execute("PRAGMA query_only = 1")
+        with contextlib.suppress(OSError):  # the write probe reports an unwritable directory
+            write_marker(path.parent)
         return cls(path, writer, reader, _lookup_connection(path))
+
+    async def probe_write(self) -> None:
+        """A real, durable write: raises `DataDirProblem` naming the file, its owner and the fix
+        when this process cannot write the database (SQLite opens such a file read-only and
+        fails only at the first write)."""
+        stamp = utc_stamp(dt.datetime.now(dt.UTC))
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO sync_state VALUES ('last_write_probe', ?)", (stamp,)
+            )
+
+        try:
+            await self.writer.submit(job)
+        except sqlite3.Error as error:
+            if is_read_only(error):
+                raise DataDirProblem(
+                    unwritable(self.path) or describe_unwritable(self.path, str(error))
+                ) from error
+            raise
+
+    def write_problem(self) -> str | None:
+        """Why the database cannot be written now (for readiness and doctor), or None."""
+        return unwritable(self.path) or (
+            describe_unwritable(self.path, self.writer.read_only_error)
+            if self.writer.read_only_error
+            else None
+        )
 
     async def close(self) -> None:
         await self.writer.close()
@@ -917,7 +965,7 @@ class Store:
                 _bump_usage(conn, [(c[1], 1, -1 if c[2] == "reserved" else 0) for c in redeemed])
             return rows.settlement.reply, True
 
-        result: tuple[PostOk, bool] = await self.writer.submit(job)
+        result: tuple[PostOk, bool] = await self.writer.submit(job, proves_room=True)
         self._outbox_changed()
         return result
 

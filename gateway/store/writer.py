@@ -25,9 +25,32 @@ log = structlog.get_logger("gateway.store.writer")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
+
+@dataclass(slots=True)
+class _Item:
+    job: Job
+    future: asyncio.Future[Any]
+    durable: bool
+    proves_room: bool
+
+
+def _probe_job(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT INTO storage_probe VALUES (zeroblob(?))", (PROBE_BYTES,))
+    conn.execute("DELETE FROM storage_probe")
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log it; the writer counts it
+
+
 PAGE_SIZE = 4096
 MAX_BATCH = 512
-RIDER_DELAY_S = 0.5
+RIDER_DELAY_S = 0.5  # an identification event is on disk within this (plus one commit)
+RIDER_FLUSH_AT = 1000  # ... or as soon as this many wait
+STORAGE_RETRY_S = 2.0  # while the disk is full: how often riders and the probe try again
+PROBE_BYTES = 64 * 1024  # larger than any check's rows: if this fits, a check fits
+DEFAULT_MAX_PENDING = 100_000
 
 
 class StorageFull(Exception):
@@ -45,13 +68,23 @@ def is_storage_full(error: BaseException) -> bool:
     )
 
 
-def _log_rider_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("rider_jobs_lost", error=str(future.exception()))
+def is_read_only(error: BaseException) -> bool:
+    """The file (or its directory, for the -wal and -shm files) cannot be written by us."""
+    return isinstance(error, sqlite3.Error) and (
+        getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY
+        or "readonly database" in str(error)
+    )
 
 
 def _as_storage_full(error: Exception) -> Exception:
     return StorageFull(str(error)) if is_storage_full(error) else error
+
+
+class _Wake:
+    """Queued to make the writer commit waiting riders (or probe) when nothing else is queued."""
+
+
+_WAKE = _Wake()
 
 
 @dataclass
@@ -62,6 +95,9 @@ class WriterStats:
     storage_full_events: int = 0
     largest_batch: int = 0
     last_commit_ms: float = 0.0
+    riders_retried: int = 0  # identification events kept in memory after a refused commit
+    riders_dropped: int = 0  # ... and dropped beyond the bound (logged each time)
+    probes: int = 0
 
 
 def connect(path: Path, *, max_db_mb: int = 0, read_only: bool = False) -> sqlite3.Connection:
@@ -88,16 +124,28 @@ def connect(path: Path, *, max_db_mb: int = 0, read_only: bool = False) -> sqlit
 class Writer:
     """Owns the write connection. `submit` waits for the job's commit and returns its result."""
 
-    def __init__(self, conn_factory: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        conn_factory: Callable[[], sqlite3.Connection],
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         self._conn_factory = conn_factory
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any], bool] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item | _Wake | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._riders: list[Job] = []
+        self._rider_timer: asyncio.TimerHandle | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self.max_pending = max_pending
         self.stats = WriterStats()
-        self.storage_full = False  # the alarm: true from a full-disk failure until a commit works
+        # The alarm: up from a full-disk failure until a check is known to fit again (a commit
+        # that stored a check, or the probe); a small commit that happens to fit clears nothing.
+        self.storage_full = False
+        # Why the last commit failed for want of write permission (None once one works).
+        self.read_only_error: str | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,34 +157,54 @@ class Writer:
         conn = self._require_conn()
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
 
-    async def submit(self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+    async def submit(
+        self,
+        job: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        proves_room: bool = False,
+    ) -> T:
         """Queue `job`, wait until its transaction committed, and return what it returned.
 
         durable=False commits without waiting for fsync: the change survives a crash of the
         process (it is in the WAL) but maybe not a power loss. Used for coupon reservations and
-        identification events, never for posted checks.
+        identification events, never for posted checks. proves_room: the job stores a whole
+        check, so its commit shows that a check fits (it clears the storage-full alarm).
         """
-        future = self.submit_nowait(job, durable=durable)
+        future = self.submit_nowait(job, durable=durable, proves_room=proves_room)
         return await asyncio.shield(future)  # a cancelled caller must not undo a queued commit
 
-    def submit_nowait(self, job: Job, *, durable: bool = True) -> asyncio.Future[Any]:
+    def submit_nowait(
+        self, job: Job, *, durable: bool = True, proves_room: bool = False
+    ) -> asyncio.Future[Any]:
         if self._closing:
             raise WriterClosed("the store is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((job, future, durable))
+        self._queue.put_nowait(_Item(job, future, durable, proves_room))
         return future
 
     @property
     def queued(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def pending_riders(self) -> int:
+        """Identification events not on disk yet (at most RIDER_DELAY_S old, unless the disk
+        refuses them: then they wait here, up to `max_pending`)."""
+        return len(self._riders)
+
     async def close(self) -> None:
         """Stop taking work, commit everything already queued, close the connection."""
         self._closing = True
+        for timer in (self._rider_timer, self._probe_timer):
+            if timer is not None:
+                timer.cancel()
         if self._task is not None:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
+        if self._riders:
+            log.error("identification_events_not_stored", events=len(self._riders))
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -148,21 +216,31 @@ class Writer:
         return self._conn
 
     def add_rider(self, job: Job) -> None:
-        """Queue work that need not wake the writer: it rides with the next batch, or is
-        committed within `RIDER_DELAY_S` (identification events, per request, are riders)."""
+        """Queue work that need not wake the writer at once: it rides with the next batch, and
+        is committed within `RIDER_DELAY_S` even when nothing else is written (identification
+        events, one per IDENT, are riders)."""
         if self._closing:
             raise WriterClosed("the store is shutting down")
         self._riders.append(job)
+        if len(self._riders) >= RIDER_FLUSH_AT and not self.storage_full:
+            self._wake_for_riders()
+        elif self._rider_timer is None:
+            delay = STORAGE_RETRY_S if self.storage_full else RIDER_DELAY_S
+            self._rider_timer = asyncio.get_running_loop().call_later(delay, self._wake_for_riders)
 
-    async def _next(self) -> tuple[Job, asyncio.Future[Any], bool] | None:
+    def _wake_for_riders(self) -> None:
+        if self._rider_timer is not None:
+            self._rider_timer.cancel()
+            self._rider_timer = None
+        if self._riders and not self._closing:
+            self._queue.put_nowait(_WAKE)
+
+    def _take_riders(self) -> _Item | None:
         if not self._riders:
-            return await self._queue.get()
-        try:
-            return await asyncio.wait_for(self._queue.get(), RIDER_DELAY_S)
-        except TimeoutError:
-            return self._rider_batch()
-
-    def _rider_batch(self) -> tuple[Job, asyncio.Future[Any], bool]:
+            return None
+        if self._rider_timer is not None:
+            self._rider_timer.cancel()
+            self._rider_timer = None
         riders, self._riders = self._riders, []
 
         def job(conn: sqlite3.Connection) -> None:
@@ -170,60 +248,120 @@ class Writer:
                 rider(conn)
 
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_log_rider_failure)
-        return job, future, False
+        future.add_done_callback(lambda done: self._riders_settled(done, riders))
+        return _Item(job, future, False, False)
+
+    def _riders_settled(self, future: asyncio.Future[Any], riders: list[Job]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            return
+        if not isinstance(error, StorageFull) and not is_read_only(error):
+            # A bug in a rider (not the disk): retrying would fail the same way forever.
+            self.stats.riders_dropped += len(riders)
+            log.error("identification_events_lost", events=len(riders), error=str(error))
+            return
+        # The disk refused them: keep them, oldest first, up to the bound, and try again.
+        self.stats.riders_retried += len(riders)
+        kept = riders + self._riders
+        overflow = len(kept) - self.max_pending
+        if overflow > 0:
+            kept = kept[overflow:]
+            self.stats.riders_dropped += overflow
+            log.error(
+                "identification_events_dropped",
+                events=overflow,
+                kept=len(kept),
+                bound=self.max_pending,
+                reason="the disk refuses writes and the in-memory bound is reached",
+            )
+        self._riders = kept
+        if self._rider_timer is None and not self._closing:
+            self._rider_timer = asyncio.get_running_loop().call_later(
+                STORAGE_RETRY_S, self._wake_for_riders
+            )
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            item = await self._next()
+            first = await self._queue.get()
             # Let the callers woken by the last commit queue their next writes, so they share
             # this commit instead of waiting for the one after it.
             await asyncio.sleep(0)
-            batch: list[tuple[Job, asyncio.Future[Any], bool]] = []
-            if item is None:
+            batch: list[_Item] = []
+            if first is None:
                 stopping = True
-            else:
-                batch.append(item)
+            elif isinstance(first, _Item):
+                batch.append(first)
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 more = self._queue.get_nowait()
                 if more is None:
                     stopping = True
-                else:
+                elif isinstance(more, _Item):
                     batch.append(more)
-            if self._riders:
-                batch.append(self._rider_batch())
+            riders = self._take_riders()
+            if riders is not None:
+                batch.append(riders)
             if not batch:
                 continue
-            jobs = [job for job, _, _ in batch]
-            durable = any(d for _, _, d in batch)
+            jobs = [item.job for item in batch]
+            durable = any(item.durable for item in batch)
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, jobs, durable)
             except Exception as error:  # the loop must outlive any failure, or writes hang
                 log.exception("writer_batch_failed", jobs=len(jobs))
                 outcomes = [(False, error)] * len(jobs)
-            for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
+            for item, (ok, value) in zip(batch, outcomes, strict=True):
+                if item.future.done():
                     continue
                 if ok:
-                    future.set_result(value)
+                    item.future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    item.future.set_exception(value)
                     if not isinstance(value, StorageFull):
                         self.stats.failed_jobs += 1
-            self._note_storage(outcomes)
+            self._note_storage(batch, outcomes)
 
-    def _note_storage(self, outcomes: list[tuple[bool, Any]]) -> None:
-        full = any(not ok and isinstance(v, StorageFull) for ok, v in outcomes)
-        if full:
+    def _note_storage(self, batch: list[_Item], outcomes: list[tuple[bool, Any]]) -> None:
+        denied = next((v for ok, v in outcomes if not ok and is_read_only(v)), None)
+        if denied is not None:
+            if self.read_only_error is None:
+                log.error("database_read_only", error=str(denied), alarm=True)
+            self.read_only_error = str(denied)
+        elif any(ok for ok, _ in outcomes) and self.read_only_error is not None:
+            self.read_only_error = None
+            log.warning("database_writable_again")
+        if any(not ok and isinstance(v, StorageFull) for ok, v in outcomes):
             self.stats.storage_full_events += 1
             if not self.storage_full:
                 log.error("storage_full", alarm=True, hint="free disk space or raise max_db_mb")
             self.storage_full = True
-        elif self.storage_full and any(ok for ok, _ in outcomes):
+            self._schedule_probe()
+            return
+        if not self.storage_full:
+            return
+        # Only a commit that stored a check (or the probe, larger than one) says a check fits.
+        proved = any(ok and item.proves_room for item, (ok, _) in zip(batch, outcomes, strict=True))
+        if proved:
             self.storage_full = False
             log.warning("storage_recovered")
+            if self._riders:
+                self._wake_for_riders()
+
+    def _schedule_probe(self) -> None:
+        if self._probe_timer is None and not self._closing:
+            self._probe_timer = asyncio.get_running_loop().call_later(
+                STORAGE_RETRY_S, self._probe_soon
+            )
+
+    def _probe_soon(self) -> None:
+        self._probe_timer = None
+        if self.storage_full and not self._closing:
+            # Through the queue, so that the probe never runs beside a batch on the thread.
+            self.submit_nowait(_probe_job, durable=True, proves_room=True).add_done_callback(
+                _ignore_result
+            )
+            self.stats.probes += 1
 
     def _commit(self, jobs: list[Job], durable: bool) -> list[tuple[bool, Any]]:
         """Runs on the writer thread: one transaction for the whole batch."""

@@ -73,6 +73,9 @@ class BadRequest(Exception):
 class ParseContext:
     decimals: int  # of the store currency
     latest_business_date: Callable[[], dt.date]
+    # Told of each business date refused as later than tomorrow: a clock that is behind the
+    # registers' refuses every check, so the service counts it and raises an alarm.
+    future_business_date: Callable[[dt.date], None] | None = None
 
 
 def _bad(name: str, why: str) -> BadRequest:
@@ -116,6 +119,8 @@ def _business_date(values: dict[str, str], ctx: ParseContext) -> dt.date:
     except ValueError:
         raise _bad("business_date", "not a real date") from None
     if date > ctx.latest_business_date():
+        if ctx.future_business_date is not None:
+            ctx.future_business_date(date)
         raise _bad("business_date", "later than tomorrow")
     return date
 
