@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
 TOKEN = "s3cret-admin-token"
 
 try:
-    from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+    from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
 except ImportError:  # pragma: no cover - CI installs it with the dev extras
     async_playwright = None  # type: ignore[assignment]
 
@@ -348,6 +348,176 @@ async def test_with_a_token_the_page_and_the_api_refuse_requests_without_it(
         wrong = await other.goto(gw.url + "/?token=guess")
         assert wrong is not None and wrong.status == 401
         await expect(other.locator("#refused")).to_have_text("That token was refused.")
+
+
+# ---- web pages of other sites (DNS rebinding, CSRF) -----------------------------------------
+
+EVIL = "evil.example"
+# What an attacker's page tries, against `target` ("" is its own origin): read the status, and
+# pause the lottery in every way a page can send a POST. Each outcome is recorded, none thrown.
+ATTACK_PAGE = """<!doctype html><title>cute cats</title><script>
+window.attack = (async (target) => {
+  const out = {};
+  async function attempt(name, url, init) {
+    try {
+      const response = await fetch(target + url, init);
+      out[name] = response.type === "opaque" ? "opaque" : response.status;
+      if (response.type !== "opaque") out[name + "_body"] = await response.text();
+    } catch (error) {
+      out[name] = "blocked";
+    }
+  }
+  const body = JSON.stringify({by: "evil"});
+  await attempt("status", "/status", {});
+  await attempt("pause_json", "/programs/lottery/pause",
+    {method: "POST", headers: {"Content-Type": "application/json"}, body});
+  await attempt("pause_no_cors", "/programs/lottery/pause",
+    {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body});
+  await attempt("retry", "/dead-letters/retry",
+    {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+  return out;
+})(TARGET);
+</script>"""
+
+
+@pytest.fixture
+async def rebinding_browser() -> AsyncIterator[Browser]:
+    """Chromium in which evil.example resolves to this machine, as a rebound DNS name does. Its
+    own local-network checks are off: the gateway must refuse by itself, whatever the browser."""
+    args = [
+        *CHROMIUM_ARGS,
+        f"--host-resolver-rules=MAP {EVIL} 127.0.0.1",
+        "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,"
+        "PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
+    ]
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def attack(page: Page, url: str) -> dict[str, Any]:
+    """Open the attacker's page at `url` and wait for everything it tried."""
+    await page.goto(url)
+    result: dict[str, Any] = await page.evaluate("window.attack")
+    return result
+
+
+async def lottery_state(gw: Dashboard) -> str:
+    status = await gw.daemon.status()
+    state: str = status["programs"]["lottery"]["state"]
+    return state
+
+
+@contextlib.asynccontextmanager
+async def page_server(html: str) -> AsyncIterator[int]:
+    """An attacker's web server on this machine: `html` for any request."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            body = html.encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@needs_browser
+async def test_a_page_on_a_rebound_name_can_neither_read_nor_pause(
+    tmp_path: Path, rebinding_browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        port = gw.server.port
+        context = await rebinding_browser.new_context()
+        # The attacker's page is served for evil.example:<port> (the name still pointed at the
+        # attacker then); everything it asks for afterwards reaches the gateway at 127.0.0.1.
+        await context.route(
+            f"http://{EVIL}:{port}/cats",
+            lambda route: route.fulfill(
+                content_type="text/html", body=ATTACK_PAGE.replace("TARGET", '""')
+            ),
+        )
+        page = await context.new_page()
+        result = await attack(page, f"http://{EVIL}:{port}/cats")
+        assert result["status"] == 421, result
+        assert "S001" not in result["status_body"]
+        assert "admin.host_names" in result["status_body"]  # says what to do about it
+        for attempt in ("pause_json", "pause_no_cors", "retry"):
+            assert result[attempt] == 421, result
+        assert await lottery_state(gw) == "running"
+
+        # The real dashboard in the same browser still flips the switch both ways.
+        real = await context.new_page()
+        real.on("dialog", lambda dialog: dialog.accept())
+        await real.goto(gw.url + "/")
+        lottery = real.locator('[data-program="lottery"]')
+        await expect(lottery.locator(".program-state")).to_have_text("running")
+        await lottery.locator(".program-switch").click()
+        await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
+        assert await lottery_state(gw) == "paused"
+        await lottery.locator(".program-switch").click()
+        await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
+        assert await lottery_state(gw) == "running"
+
+
+@needs_browser
+async def test_a_page_of_another_site_can_neither_read_nor_pause(
+    tmp_path: Path, rebinding_browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        target = f'"{gw.url}"'
+        async with page_server(ATTACK_PAGE.replace("TARGET", target)) as evil_port:
+            page = await (await rebinding_browser.new_context()).new_page()
+            result = await attack(page, f"http://{EVIL}:{evil_port}/")
+        # The browser keeps the answers from the page, and the gateway refuses the POSTs it
+        # lets through (no-cors) because they come from another origin.
+        assert result["status"] == "blocked", result
+        assert result["pause_json"] == "blocked" and result["retry"] == "blocked", result
+        assert result["pause_no_cors"] == "opaque", result
+        assert await lottery_state(gw) == "running"
+
+
+@needs_browser
+async def test_the_page_says_why_the_gateway_refused_a_switch(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        # The gateway's own refusal of a foreign origin (the browser will not let a test forge
+        # the Origin header), handed to the page as the answer to its switch.
+        async with httpx.AsyncClient(base_url=gw.url) as api:
+            refusal = await api.post(
+                "/programs/lottery/pause", json={}, headers={"Origin": f"http://{EVIL}"}
+            )
+        assert refusal.status_code == 403
+
+        async def refused(route: Route) -> None:
+            await route.fulfill(
+                status=refusal.status_code, content_type="application/json", body=refusal.text
+            )
+
+        context = await browser.new_context()
+        await context.route("**/programs/**", refused)
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        await page.goto(gw.url)
+        await page.locator('[data-program="lottery"] .program-switch').click()
+        await expect(page.locator("#alert")).to_contain_text(
+            "answered 403: a page of another site cannot change this gateway"
+        )
+        assert await lottery_state(gw) == "running"
 
 
 def test_the_dashboard_screenshot_in_the_docs_exists() -> None:

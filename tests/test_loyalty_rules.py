@@ -408,7 +408,9 @@ async def test_the_admin_api_pauses_and_resumes_the_lottery(tmp_path: Any) -> No
     await daemon.store.upsert_members(
         [member_record("L1", identifiers=["LOT-1"], earn_mode="lottery", lottery_consent=True)]
     )
-    api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.admin.port}", timeout=10)
+    origin = f"http://127.0.0.1:{daemon.admin.port}"
+    # Same-origin, as the dashboard's own requests are (no token configured).
+    api = httpx.AsyncClient(base_url=origin, headers={"Origin": origin}, timeout=10)
     connection, station = await register(daemon, 2)
     try:
         assert (await station.request("IDENT", "2", "1", "0", "LOT-1"))[5] == "LOTTERY"

@@ -343,7 +343,10 @@ async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests
     port = free_port()
     daemon = await start_gateway(tmp_path, f"http://127.0.0.1:{port}")
     assert daemon.admin is not None
-    admin_api = httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.admin.port}", timeout=10)
+    admin_origin = f"http://127.0.0.1:{daemon.admin.port}"
+    admin_api = httpx.AsyncClient(
+        base_url=admin_origin, headers={"Origin": admin_origin}, timeout=10
+    )
     connection, station = await register(daemon, 5)
     try:
         for check in (1, 2, 3):

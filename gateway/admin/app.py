@@ -1,19 +1,28 @@
 """The admin API (starlette, on 127.0.0.1 by default): `/healthz`, `/readyz`, `/status`,
 `/metrics`, `/history`, the stop switch, dead-letter retry, and the dashboard page at `/`.
-It reads what the daemon hands it; it never imports adapters or sync itself."""
+It reads what the daemon hands it; it never imports adapters or sync itself.
+
+A web page must not be able to use it: it answers only for the Host names it serves (a page
+whose own name was rebound to 127.0.0.1 sends its own name), and a state-changing request needs
+the token or must come from the API's own origin (CSRF)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin import dashboard
 from gateway.admin.history import History
@@ -23,6 +32,84 @@ Readiness = Callable[[], dict[str, bool]]
 ProgramSwitch = Callable[[str, bool, str], Awaitable[None]]
 RetryDeadLetters = Callable[[], Awaitable[int]]
 PROGRAMS = ("lottery",)
+
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then maybe a port.
+_HOST_RE = re.compile(
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_WILDCARDS = {"", "0.0.0.0", "::"}
+
+
+def _normal_host(name: str) -> str:
+    """One spelling per host: lower case, no trailing dot, no brackets, IPv6 compressed."""
+    name = name.strip().strip("[]").rstrip(".").lower()
+    try:
+        return ipaddress.ip_address(name).compressed
+    except ValueError:
+        return name
+
+
+def served_hosts(bind_host: str | None, host_names: Iterable[str]) -> frozenset[str]:
+    """The names the API answers for: loopback, the address it is bound to (not a wildcard: what
+    a wildcard serves is named in admin.host_names), and admin.host_names."""
+    names = {"localhost", "127.0.0.1", "::1", *host_names}
+    if bind_host is not None and bind_host.strip("[]") not in _WILDCARDS:
+        names.add(bind_host)
+    return frozenset(_normal_host(name) for name in names)
+
+
+def _parse_host(value: str) -> tuple[str, int | None] | None:
+    match = _HOST_RE.fullmatch(value)
+    if match is None:
+        return None
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return None
+    port = int(match["port"]) if match["port"] else None
+    if port is not None and port > 65535:
+        return None
+    return _normal_host(match["ipv6"] or match["name"]), port
+
+
+class _ServedHostsOnly:
+    """Refuse any Host header but the served names (DNS rebinding). A request without one is let
+    through: every browser sends it, so only a local program can leave it out."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            value = next((v for k, v in scope["headers"] if k == b"host"), None)
+            refusal = None
+            if value is not None:
+                text = value.decode("latin-1")
+                parsed = _parse_host(text)
+                if parsed is None:
+                    refusal = JSONResponse(
+                        {
+                            "error": "BAD_HOST",
+                            "detail": "the Host header is not a host name with an optional port",
+                        },
+                        status_code=400,
+                    )
+                elif parsed[0] not in self.hosts:
+                    refusal = JSONResponse(
+                        {
+                            "error": "UNKNOWN_HOST",
+                            "host": text[:255],
+                            "detail": "this admin API does not answer for that host name; "
+                            "a name it should answer for goes in admin.host_names",
+                        },
+                        status_code=421,
+                    )
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_admin_app(
@@ -36,16 +123,82 @@ def create_admin_app(
     history: History | None = None,
     retry_dead_letters: RetryDeadLetters | None = None,
     dashboard_refresh_s: float = 5.0,
+    host_names: Sequence[str] = (),
+    bind_host: str | None = None,
 ) -> Starlette:
     """`token`: when set (the API is bound beyond localhost), every request needs it.
     `history`: the last hour, served at `/history` (empty without it); `retry_dead_letters`:
-    what `POST /dead-letters/retry` calls (501 without it)."""
+    what `POST /dead-letters/retry` calls (501 without it). `host_names` and `bind_host`: the
+    names answered besides localhost (admin.host_names, admin.host)."""
+    hosts = served_hosts(bind_host, host_names)
 
     def authorised(request: Request) -> bool:
         if token is None:
             return True
         given = request.headers.get("authorization", "")
         return secrets.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def same_origin(request: Request) -> bool:
+        """The browser says the request comes from a page of this API itself."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site != "same-origin":
+            return False
+        origin = request.headers.get("origin")
+        if origin is None:
+            return site == "same-origin"
+        host = _parse_host(request.headers.get("host", ""))
+        scheme = request.url.scheme
+        try:
+            parts = urlsplit(origin)
+            origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            return False
+        return (
+            host is not None
+            and parts.scheme == scheme
+            and _normal_host(parts.hostname or "") == host[0]
+            and origin_port == (host[1] or _DEFAULT_PORTS.get(scheme))
+        )
+
+    def foreign_origin(request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return False
+        try:
+            hostname = urlsplit(origin).hostname
+        except ValueError:
+            return True
+        return hostname is None or _normal_host(hostname) not in hosts  # "null" too
+
+    def state_changing(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A POST that changes what the registers do: never from another site, and only with
+        the token or from the dashboard's own page (CSRF)."""
+
+        async def checked(request: Request) -> Response:
+            if foreign_origin(request):
+                return JSONResponse(
+                    {
+                        "error": "FOREIGN_ORIGIN",
+                        "detail": "a page of another site cannot change this gateway",
+                    },
+                    status_code=403,
+                )
+            if not authorised(request):
+                return JSONResponse({"error": "UNAUTHORIZED"}, status_code=401)
+            if token is None and not same_origin(request):
+                return JSONResponse(
+                    {
+                        "error": "NOT_SAME_ORIGIN",
+                        "detail": "this needs the admin token (Authorization: Bearer) or a "
+                        "request from the dashboard's own page",
+                    },
+                    status_code=403,
+                )
+            return await handler(request)
+
+        return checked
 
     def json_body_required(request: Request) -> Response | None:
         # JSON only: a cross-site form cannot send it without the browser asking first (CSRF).
@@ -135,11 +288,16 @@ def create_admin_app(
         routes=[
             Route("/", page),
             Route("/history", guard(history_handler)),
-            Route("/dead-letters/retry", guard(retry_dead_letters_handler), methods=["POST"]),
-            Route("/programs/{program}/{action}", guard(program), methods=["POST"]),
+            Route(
+                "/dead-letters/retry",
+                state_changing(retry_dead_letters_handler),
+                methods=["POST"],
+            ),
+            Route("/programs/{program}/{action}", state_changing(program), methods=["POST"]),
             Route("/healthz", guard(healthz)),
             Route("/readyz", guard(readyz)),
             Route("/status", guard(status_handler)),
             Route("/metrics", guard(metrics)),
-        ]
+        ],
+        middleware=[Middleware(_ServedHostsOnly, hosts=hosts)],
     )

@@ -90,7 +90,24 @@ class GatewayMetrics:
             "edge_gateway_adapter_connections", "Open register connections", ["adapter"], registry=r
         )
         self.storage_full = Gauge(
-            "edge_gateway_storage_full", "1 while the database or disk is full", registry=r
+            "edge_gateway_storage_full",
+            "1 while a check cannot be stored (the database or disk is full)",
+            registry=r,
+        )
+        self.database_writable = Gauge(
+            "edge_gateway_database_writable",
+            "0 while this process cannot write its database (owner or mode of the files)",
+            registry=r,
+        )
+        self.outbox_in_memory = Gauge(
+            "edge_gateway_outbox_in_memory",
+            "Identification events not on disk yet (kept while the disk refuses them)",
+            registry=r,
+        )
+        self.clock_skew = Gauge(
+            "edge_gateway_clock_skew_suspected",
+            "1 while registers send business dates later than tomorrow by this gateway's clock",
+            registry=r,
         )
 
     def add_tally(self, name: str, documentation: str, labels: list[str], tally: Tally) -> None:
@@ -116,3 +133,6 @@ class GatewayMetrics:
         for name, adapter in status.get("adapters", {}).items():
             self.connections.labels(adapter=name).set(adapter.get("connections") or 0)
         self.storage_full.set(1 if status.get("storage_full") else 0)
+        self.database_writable.set(0 if status.get("database_problem") else 1)
+        self.outbox_in_memory.set(outbox.get("in_memory") or 0)
+        self.clock_skew.set(1 if status.get("clock_skew") else 0)

@@ -34,7 +34,11 @@
       : { method: "POST", headers: headers(true), body: JSON.stringify(body), cache: "no-store" };
     const response = await fetch(path, init);
     if (response.status === 401) throw new Error("The admin token was refused: open the page again with ?token=");
-    if (!response.ok) throw new Error(path + " answered " + response.status);
+    if (!response.ok) {
+      // The API says why in JSON (a refused Host name or origin names what to configure).
+      const why = await response.json().then((b) => b.detail || b.error, () => null);
+      throw new Error(path + " answered " + response.status + (why ? ": " + why : ""));
+    }
     return response.json();
   }
 
