@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,3 +525,26 @@ def test_the_dashboard_screenshot_in_the_docs_exists() -> None:
     docs = Path(__file__).resolve().parents[1] / "docs"
     assert (docs / "images" / "dashboard.png").exists()
     assert "images/dashboard.png" in (docs / "operations.md").read_text(encoding="utf-8")
+
+
+@needs_browser
+async def test_the_page_shows_a_clock_behind_the_registers(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        page = await open_page(browser, gw.url)
+        await expect(page.locator("#clock")).to_have_text("ok")
+        await expect(page.locator("#database")).to_have_text("writable")
+        connection, station = await register(gw.daemon, 4)
+        try:
+            far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y%m%d")
+            reply = await station.request(
+                "POST", "4", "1", "77", far, "", "5.00", "5.00", "1*1*5.00", ""
+            )
+            assert reply[:2] == ["ERROR", "BAD_FIELD"]
+        finally:
+            await connection.close()
+        clock = page.locator("#clock")
+        await expect(clock).to_contain_text("behind the registers")
+        await expect(clock).to_contain_text(far[:4] + "-" + far[4:6] + "-" + far[6:])
+        await expect(clock).to_have_class("bad")

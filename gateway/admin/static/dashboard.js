@@ -221,6 +221,16 @@
     text("dead-letters", status.dead_letters, status.dead_letters ? "bad" : "");
     text("conflicts", status.offline_conflicts, status.offline_conflicts ? "warn" : "");
     text("storage", status.storage_full ? "FULL" : "ok", status.storage_full ? "bad" : "");
+    text("database", status.database_problem || "writable", status.database_problem ? "bad" : "");
+    const skew = status.clock_skew;
+    text(
+      "clock",
+      skew
+        ? "behind the registers? they send " + skew.register_business_date + ", this gateway says " +
+            skew.gateway_date + " (" + skew.refused_checks + " checks refused): check the time sync"
+        : "ok",
+      skew ? "bad" : "",
+    );
     text("disk-free", status.disk_free_mb + " MB");
     $("retry-dead-letters").hidden = !(config.retryAvailable && status.dead_letters > 0);
 
