@@ -12,7 +12,10 @@ import datetime as dt
 import email.utils
 import gzip
 import json
+import os
 import ssl
+import stat
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +91,62 @@ class ChangesPage:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TokenFileProblem:
+    """Who besides the service can read or change the token file (see `token_file_problem`)."""
+
+    file: Path
+    mode: str  # octal, e.g. "0644"
+    problems: tuple[str, ...]
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file} (mode {self.mode}) is {', '.join(self.problems)}; {self.fix}"
+
+
+def token_file_problem(path: Path) -> TokenFileProblem | None:
+    """ssh's rule for a private key, applied to central's token: no one but the service user
+    (and root) may read or change it. Group read is fine only for the service's own group, so
+    `install -m 0640 -o root -g edge-gateway` passes. None on Windows (ACLs, not mode bits)."""
+    if sys.platform == "win32":
+        return None
+    import grp
+    import pwd
+
+    try:
+        info = path.stat()
+    except OSError:
+        return None  # reading it says what is wrong
+    mode = stat.S_IMODE(info.st_mode)
+
+    def user(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    def group(gid: int) -> str:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return str(gid)
+
+    problems = []
+    if mode & 0o006:
+        problems.append("readable or writable by every user")
+    if mode & 0o020:
+        problems.append(f"writable by group {group(info.st_gid)}")
+    if mode & 0o040 and info.st_gid != os.getegid():
+        problems.append(f"readable by group {group(info.st_gid)}")
+    if info.st_uid not in (0, os.geteuid()):
+        problems.append(f"owned by {user(info.st_uid)}, who can change it")
+    if not problems:
+        return None
+    me, mine = user(os.geteuid()), group(os.getegid())
+    fix = f"chown {me} {path} && chmod 600 {path} (or chown root:{mine} {path} && chmod 640 {path})"
+    return TokenFileProblem(path, f"{mode:04o}", tuple(problems), fix)
+
+
 def _ssl_context(settings: CentralSettings) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
     if settings.client_cert is not None:
@@ -116,6 +175,16 @@ class CentralClient:
         self.gateway_id = gateway_id
         self._token_file = settings.token_file
         self._token = self._read_token()
+        if self._token_file is not None:  # once, at start: ssh warns about open keys the same way
+            problem = token_file_problem(Path(self._token_file))
+            if problem is not None:
+                log.warning(
+                    "token_file_permissions",
+                    file=str(problem.file),
+                    mode=problem.mode,
+                    problem=", ".join(problem.problems),
+                    fix=problem.fix,
+                )
         self._http = httpx.AsyncClient(
             base_url=settings.url.rstrip("/"),
             timeout=httpx.Timeout(settings.timeout_s),
@@ -129,6 +198,7 @@ class CentralClient:
             transport=transport,
         )
         self._last_answer: float | None = None  # monotonic time of the last HTTP answer
+        self._last_date: str | None = None  # its Date header: central's clock
         self._last_attempt_failed = False
         self._down_since: float | None = None
         self.on_recovery: list[Callable[[], None]] = []  # called when central comes back
@@ -156,6 +226,18 @@ class CentralClient:
     @property
     def last_answer_age_s(self) -> float | None:
         return None if self._last_answer is None else time.monotonic() - self._last_answer
+
+    @property
+    def central_date(self) -> dt.datetime | None:
+        """Central's clock from the Date header of its last answer (over verified TLS, like
+        every request here), for `doctor`'s clock check."""
+        if not self._last_date:
+            return None
+        try:
+            when = email.utils.parsedate_to_datetime(self._last_date)
+        except (TypeError, ValueError):
+            return None
+        return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
     def _answered(self) -> None:
         self._last_answer = time.monotonic()
@@ -216,6 +298,7 @@ class CentralClient:
             self._failed(f"{type(error).__name__}: {error}")
             raise CentralUnavailable(f"{type(error).__name__}: {error}") from error
         self._answered()  # any HTTP answer counts as an exchange
+        self._last_date = response.headers.get("date")
         if response.status_code == 401 and self._token_file is not None:
             self._token = self._read_token()  # the token may have been rotated on disk
         if response.status_code in (429, 503) or response.status_code >= 500:

@@ -3,6 +3,11 @@ once after central comes back. Each page, with the cursor after it, is applied i
 
 Like Home Assistant's update coordinator, it logs a failure once and the recovery once, however
 many retries lie between; while central is away the cache keeps answering from what it has.
+
+Two answers of central are not taken at their word: a page that says `has_more` but hands back a
+cursor already asked with (paging on would ask for the same page forever), and a full snapshot
+that would remove more than `central.max_removal_share` of the cache (an empty or truncated
+snapshot must not wipe a store's members; `sync --full --allow-mass-removal` overrides).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pydantic import ValidationError
 
 from gateway.domain.models import Coupon, Member
 from gateway.domain.rules_doc import RulesDocument
-from gateway.store.store import ChangePage, Store, utc_stamp
+from gateway.store.store import ChangePage, StaleRecords, Store, utc_stamp
 from sync.client import CentralClient, CentralError
 
 log = structlog.get_logger("sync.refresher")
@@ -29,6 +34,18 @@ log = structlog.get_logger("sync.refresher")
 CURSOR = "changes_cursor"
 SNAPSHOT_STARTED = "snapshot_started_at"
 PAGE_LIMIT = 1000
+MAX_REMOVAL_SHARE = 0.5  # the default of central.max_removal_share
+
+
+class CursorStuck(CentralError):
+    """Central said `has_more` but gave back a cursor this refresh already asked with."""
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            "central answered has_more with a cursor it had already given"
+            f" ({cursor[:40] or 'the empty cursor'}): paging stopped until the next round"
+        )
+        self.cursor = cursor
 
 
 @dataclass
@@ -43,6 +60,16 @@ class RefresherStats:
     failures: int = 0
     last_success: float | None = None  # wall-clock time of the last complete refresh
     snapshots: int = 0
+    # Pages with `has_more` and a cursor already asked with; `cursor_stuck` is the state now.
+    cursor_stalls: int = 0
+    cursor_stuck: bool = False
+    # Records full snapshots did not bring and that were removed (not central's deletions).
+    stale_members_removed: int = 0
+    stale_coupons_removed: int = 0
+    # Full snapshots whose removal was above central.max_removal_share, so kept; the last one
+    # stays in `refused_removal` until a snapshot's removal goes through.
+    removals_refused: int = 0
+    refused_removal: StaleRecords | None = None
 
 
 def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePage:
@@ -91,11 +118,13 @@ class Refresher:
         *,
         interval_s: float = 30.0,
         page_limit: int = PAGE_LIMIT,
+        max_removal_share: float = MAX_REMOVAL_SHARE,
     ) -> None:
         self.store = store
         self.client = client
         self.interval_s = interval_s
         self.page_limit = page_limit
+        self.max_removal_share = max_removal_share
         self.stats = RefresherStats()
         self._wake = asyncio.Event()
         self._failing = False
@@ -109,44 +138,59 @@ class Refresher:
 
     async def run(self) -> None:
         while True:
+            retry_soon = False
             try:
                 await self.refresh()
                 if self._failing:
                     log.info("cache_refresh_recovered")
                 self._failing = False
+            except CursorStuck:
+                pass  # counted and logged by refresh(); central answers, so the usual interval
             except CentralError as error:
                 self.stats.failures += 1
                 if not self._failing:
                     log.warning("cache_refresh_failed", error=str(error))
-                self._failing = True
+                self._failing = retry_soon = True
             except Exception:  # a full disk, a bug: log it, keep the schedule
                 self.stats.failures += 1
                 log.exception("cache_refresh_error")
-                self._failing = True
+                self._failing = retry_soon = True
             # Until the next round; `wake()` (central came back, an operator asked) cuts it short.
-            pause = min(self.interval_s, 5.0) if self._failing else self.interval_s
+            pause = min(self.interval_s, 5.0) if retry_soon else self.interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
             self._wake.clear()
 
-    async def refresh(self, progress: Callable[[int], None] | None = None) -> int:
+    async def refresh(
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        allow_mass_removal: bool = False,
+    ) -> int:
         """Fetch and apply pages until central has no more; returns the changes applied.
 
         An empty cursor asks for a full snapshot. When it is complete, the records it did not
-        bring are removed; a snapshot cut short by a crash resumes from its cursor and is
-        finished the same way (its start is kept in `sync_state`).
+        bring are removed, unless that is more than `max_removal_share` of the members or of
+        the coupons and `allow_mass_removal` is not given; a snapshot cut short by a crash
+        resumes from its cursor and is finished the same way (its start is in `sync_state`).
+
+        Raises `CursorStuck` after applying a page that says `has_more` with a cursor already
+        asked with: the next round asks again, instead of this one asking forever.
         """
         cursor = self.store.get_state(CURSOR) or ""
         snapshot_started = self.store.get_state(SNAPSHOT_STARTED)
         if cursor == "":
             snapshot_started = utc_stamp(dt.datetime.now(dt.UTC))
         applied = 0
+        asked = {cursor}
         page = await self.client.changes(cursor, self.page_limit)
         while True:
+            stuck = page.has_more and page.next_cursor in asked
+            asked.add(page.next_cursor)
             # Fetch the next page while this one is written: central and the disk work at once.
             following = (
                 asyncio.create_task(self.client.changes(page.next_cursor, self.page_limit))
-                if page.has_more
+                if page.has_more and not stuck
                 else None
             )
             try:
@@ -173,19 +217,77 @@ class Refresher:
             self.stats.pages += 1
             if progress is not None:
                 progress(len(page.changes))
+            if stuck:
+                self._cursor_stuck(page.next_cursor)
+                raise CursorStuck(page.next_cursor)
             if following is None:
                 break
             page = await following
         if snapshot_started is not None:
-            removed = await self.store.remove_stale(snapshot_started)
-            await self.store.set_state(SNAPSHOT_STARTED, None)
-            self.stats.snapshots += 1
-            if removed:
-                log.info("snapshot_removed_stale_records", count=removed)
+            await self._finish_snapshot(snapshot_started, allow_mass_removal)
+        if self.stats.cursor_stuck:
+            log.info("central_cursor_moving_again", stalls=self.stats.cursor_stalls)
+            self.stats.cursor_stuck = False
         self.stats.last_success = time.time()
         return applied
 
-    async def full(self, progress: Callable[[int], None] | None = None) -> int:
+    def _cursor_stuck(self, cursor: str) -> None:
+        self.stats.cursor_stalls += 1
+        if not self.stats.cursor_stuck:  # an alarm once per episode, not once per round
+            log.error(
+                "central_cursor_stuck",
+                cursor=cursor[:40],
+                retry_in_s=self.interval_s,
+                fix="central's changes feed repeats a cursor with has_more=true: tell the"
+                " central team; the cache keeps what it has and asks again each interval",
+            )
+        self.stats.cursor_stuck = True
+
+    async def _finish_snapshot(self, since: str, allow_mass_removal: bool) -> None:
+        """Remove what the snapshot did not bring, within the share allowed."""
+        share = 1.0 if allow_mass_removal else self.max_removal_share
+        stale = await self.store.remove_stale(since, max_share=share)
+        members, cached_members = stale.members, stale.cached_members
+        coupons, cached_coupons = stale.coupons, stale.cached_coupons
+        # Removed or refused, this snapshot is done: a refused one is not tried again by itself.
+        await self.store.set_state(SNAPSHOT_STARTED, None)
+        self.stats.snapshots += 1
+        if not stale.removed:
+            self.stats.removals_refused += 1
+            self.stats.refused_removal = stale
+            log.error(
+                "snapshot_removal_refused",
+                members=members,
+                cached_members=cached_members,
+                coupons=coupons,
+                cached_coupons=cached_coupons,
+                max_removal_share=share,
+                fix=f"central's full snapshot lacks more than {share:.0%} of the cached members"
+                " or coupons, so nothing was removed; check central (the store id, its data),"
+                " and if the records really are gone run"
+                " `edge-gateway sync --full --allow-mass-removal`",
+            )
+            return
+        self.stats.refused_removal = None
+        self.stats.stale_members_removed += members
+        self.stats.stale_coupons_removed += coupons
+        if stale.above(self.max_removal_share):
+            log.warning(
+                "snapshot_mass_removal_allowed",
+                members=members,
+                cached_members=cached_members,
+                coupons=coupons,
+                cached_coupons=cached_coupons,
+            )
+        elif members or coupons:
+            log.info("snapshot_removed_stale_records", members=members, coupons=coupons)
+
+    async def full(
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        allow_mass_removal: bool = False,
+    ) -> int:
         """Start over from a full snapshot (`edge-gateway sync --full`)."""
         await self.store.set_state(CURSOR, None)
-        return await self.refresh(progress)
+        return await self.refresh(progress, allow_mass_removal=allow_mass_removal)

@@ -104,6 +104,16 @@ class GatewayMetrics:
             "Identification events not on disk yet (kept while the disk refuses them)",
             registry=r,
         )
+        self.cursor_stuck = Gauge(
+            "edge_gateway_changes_cursor_stuck",
+            "1 while central answers has_more with a cursor already asked with",
+            registry=r,
+        )
+        self.removal_refused = Gauge(
+            "edge_gateway_snapshot_removal_refused",
+            "1 while the last full snapshot's removal was refused (central.max_removal_share)",
+            registry=r,
+        )
         self.clock_skew = Gauge(
             "edge_gateway_clock_skew_suspected",
             "1 while registers send business dates later than tomorrow by this gateway's clock",
@@ -127,6 +137,8 @@ class GatewayMetrics:
         sync = status.get("sync", {})
         self.last_sync.set(sync.get("last_refresh") or 0)
         self.last_delivery.set(sync.get("last_delivery") or 0)
+        self.cursor_stuck.set(1 if sync.get("cursor_stuck") else 0)
+        self.removal_refused.set(1 if sync.get("refused_removal") else 0)
         cache = status.get("cache", {})
         self.cache_members.set(cache.get("members") or 0)
         self.cache_coupons.set(cache.get("coupons") or 0)

@@ -406,6 +406,22 @@ def _outbox_row(row: Sequence[Any]) -> QueuedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StaleRecords:
+    """What a full snapshot did not bring, against what the cache held before its removal."""
+
+    members: int
+    cached_members: int
+    coupons: int
+    cached_coupons: int
+    removed: bool = False
+
+    def above(self, share: float) -> bool:
+        return self.members > share * self.cached_members or (
+            self.coupons > share * self.cached_coupons
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ChangePage:
     """What one page of central's changes asks of the cache."""
 
@@ -750,20 +766,30 @@ class Store:
         ).fetchall()
         return {int(r[0]): str(r[1]) for r in rows if r[1]}
 
-    async def remove_stale(self, since: str) -> int:
+    async def remove_stale(self, since: str, *, max_share: float = 1.0) -> StaleRecords:
         """After a full snapshot: drop the members and coupons it did not bring (central deleted
-        them while this store was not listening). `since` is when the snapshot began."""
+        them while this store was not listening). `since` is when the snapshot began.
 
-        def job(conn: sqlite3.Connection) -> int:
+        When the stale share of either table is above `max_share`, nothing is removed
+        (`removed` is False): an empty or truncated snapshot must not wipe the cache. Counted,
+        decided and deleted in one transaction, so the numbers are the rows actually removed."""
+
+        def job(conn: sqlite3.Connection) -> StaleRecords:
+            count = "SELECT COALESCE(SUM(updated_at < ?), 0), COUNT(*) FROM {}"
+            stale_m, cached_m = conn.execute(count.format("members"), (since,)).fetchone()
+            stale_c, cached_c = conn.execute(count.format("coupons"), (since,)).fetchone()
+            found = StaleRecords(int(stale_m), int(cached_m), int(stale_c), int(cached_c))
+            if found.above(max_share):
+                return found
             stale = "SELECT member_id FROM members WHERE updated_at < ?"
             conn.execute(f"DELETE FROM member_identifiers WHERE member_id IN ({stale})", (since,))
             conn.execute(f"DELETE FROM member_pending WHERE member_id IN ({stale})", (since,))
             members = conn.execute("DELETE FROM members WHERE updated_at < ?", (since,)).rowcount
             coupons = conn.execute("DELETE FROM coupons WHERE updated_at < ?", (since,)).rowcount
-            return int(members) + int(coupons)
+            return StaleRecords(int(members), int(cached_m), int(coupons), int(cached_c), True)
 
-        removed: int = await self.writer.submit(job)
-        return removed
+        result: StaleRecords = await self.writer.submit(job)
+        return result
 
     # ---- coupons at the register ---------------------------------------------------------------
 
