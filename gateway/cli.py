@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     drain.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     sync = commands.add_parser("sync", help="fetch central's changes into the cache now")
     sync.add_argument("--full", action="store_true", help="start over from a full snapshot")
+    sync.add_argument(
+        "--allow-mass-removal",
+        action="store_true",
+        help="with --full: remove what the snapshot did not bring even when that is more than"
+        " central.max_removal_share of the cache",
+    )
     catalog = commands.add_parser("catalog", help="the POS menu sent to central")
     catalog.add_argument("action", choices=("push", "show"))
     catalog.add_argument("--force", action="store_true", help="send even if unchanged")
@@ -174,6 +180,8 @@ def _status(settings: Settings) -> int:
             "storage",
             ("FULL " if status["storage_full"] else "ok ") + f"({status['disk_free_mb']} MB free)",
         ),
+        ("database files", status.get("database_problem") or "writable"),
+        ("clock", _clock_line(status.get("clock_skew"))),
         ("uptime", f"{status['uptime_s']:.0f} s"),
     ]
     rows += [
@@ -184,6 +192,16 @@ def _status(settings: Settings) -> int:
         table.add_row(what, now)
     Console().print(table)
     return 0
+
+
+def _clock_line(skew: dict[str, Any] | None) -> str:
+    if not skew:
+        return "ok"
+    return (
+        f"BEHIND THE REGISTERS? they send business date {skew['register_business_date']},"
+        f" this gateway says {skew['gateway_date']} ({skew['refused_checks']} checks refused):"
+        " check the time sync (NTP)"
+    )
 
 
 def _admin_get(settings: Settings, path: str) -> dict[str, Any] | None:
@@ -206,13 +224,11 @@ def _admin_get(settings: Settings, path: str) -> dict[str, Any] | None:
 
 async def _doctor(settings: Settings) -> int:
     import datetime as dt
-    import email.utils
 
-    import httpx
     from rich.table import Table
 
     from gateway.doctor import Finding, check_clock, local_findings
-    from sync.client import CentralRefused, CentralUnavailable
+    from sync.client import CentralRefused, CentralUnavailable, token_file_problem
 
     running = _admin_get(settings, "/status")
     findings = local_findings(
@@ -221,37 +237,70 @@ async def _doctor(settings: Settings) -> int:
         admin_ours=running is not None,
     )
     central_date = None
-    if settings.central.url:
+    cs = settings.central
+    if cs.url:
+        problem = token_file_problem(cs.token_file) if cs.token_file is not None else None
+        if problem is not None:
+            findings.append(Finding("token file", "warn", str(problem)))
+        central: CentralClient | None = None
         try:
-            async with _central(settings) as central:
-                page = await central.changes("", 1)  # a read: harmless, proves auth and TLS
-            findings.append(
-                Finding("central", "ok", f"{settings.central.url} answered ({len(page.changes)})")
-            )
-            async with httpx.AsyncClient(verify=False, timeout=5) as plain:
-                date = (await plain.head(settings.central.url)).headers.get("date")
-            central_date = email.utils.parsedate_to_datetime(date) if date else None
-        except CentralRefused as refused:
-            findings.append(
-                Finding("central", "fail", f"central refused us: {refused}; check token, store id")
-            )
-        except CentralUnavailable as error:
-            text = str(error)
-            if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-                detail = (
-                    f"TLS certificate of {settings.central.url} is not trusted ({text});"
-                    " check central.ca_file"
+            central = _central(settings)
+        except (OSError, ValueError) as error:  # a missing file, a bad certificate or key
+            files = {
+                "token_file": cs.token_file,
+                "ca_file": cs.ca_file,
+                "client_cert": cs.client_cert,
+                "client_key": cs.client_key,
+            }
+            missing = [
+                f"central.{key} {path} does not exist"
+                for key, path in files.items()
+                if path is not None and not path.is_file()
+            ]
+            reason = "; ".join(missing) or f"cannot use central's TLS or token settings: {error}"
+            findings.append(Finding("central", "fail", reason))
+        if central is not None:
+            # Central's clock comes from its own answers, over the same verified TLS as sync.
+            try:
+                async with central:
+                    try:
+                        page = await central.changes("", 1)  # a read: proves auth and TLS
+                    finally:
+                        central_date = central.central_date  # a refusal still tells the time
+                answered = f"{cs.url} answered ({len(page.changes)})"
+                findings.append(Finding("central", "ok", answered))
+            except CentralRefused as refused:
+                refusal = f"central refused us: {refused}; check token, store id"
+                findings.append(Finding("central", "fail", refusal))
+            except CentralUnavailable as error:
+                text = str(error)
+                untrusted = (
+                    f"TLS certificate of {cs.url} is not trusted ({text}); check central.ca_file"
                 )
-            else:
-                detail = f"central unreachable at {settings.central.url}: {text}"
-            findings.append(Finding("central", "fail", detail))
-        except (httpx.HTTPError, ValueError, TypeError):
-            pass
+                if "CERTIFICATE_VERIFY_FAILED" in text:
+                    detail = untrusted
+                elif "alert" in text.lower() and "certificate" in text.lower():
+                    detail = (
+                        f"central refused this gateway's TLS client certificate ({text});"
+                        " check central.client_cert and central.client_key"
+                    )
+                elif "certificate" in text.lower():
+                    detail = untrusted
+                else:
+                    detail = f"central unreachable at {cs.url}: {text}"
+                    # TLS 1.3 servers refuse a missing client certificate by hanging up.
+                    if "disconnected" in text and cs.client_cert is None and "https" in cs.url:
+                        detail += "; if central requires a client certificate, set"
+                        detail += " central.client_cert and central.client_key"
+                findings.append(Finding("central", "fail", detail))
     else:
         findings.append(Finding("central", "ok", "standalone (no central.url)"))
     findings.append(
         check_clock(settings, central_date.astimezone(dt.UTC) if central_date else None)
     )
+    skew = running.get("clock_skew") if running else None
+    if skew:  # the registers' business dates say this clock is behind theirs
+        findings.append(Finding("registers' dates", "fail", _clock_line(skew)))
     table = Table(title="edge-gateway doctor")
     for column in ("check", "verdict", "detail"):
         table.add_column(column, overflow="fold")
@@ -341,16 +390,19 @@ def _central(settings: Settings) -> CentralClient:
     )
 
 
-async def _sync(settings: Settings, full: bool) -> int:
+async def _sync(settings: Settings, full: bool, allow_mass_removal: bool = False) -> int:
     from gateway.store.store import Store
     from sync.client import CentralError
-    from sync.refresher import Refresher
+    from sync.refresher import CursorStuck, Refresher
 
+    if allow_mass_removal and not full:
+        _fail("--allow-mass-removal goes with --full: it applies to a full snapshot's removal")
     store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
     console = Console(stderr=True)
+    share = settings.central.max_removal_share
     try:
         async with _central(settings) as central:
-            refresher = Refresher(store, central)
+            refresher = Refresher(store, central, max_removal_share=share)
             with Progress(
                 TextColumn("changes"),
                 BarColumn(),
@@ -358,21 +410,49 @@ async def _sync(settings: Settings, full: bool) -> int:
                 console=console,
             ) as bar:
                 task = bar.add_task("sync", total=None)
-                run = refresher.full if full else refresher.refresh
-                applied = await run(lambda n: bar.advance(task, n))
+
+                def advance(n: int) -> None:
+                    bar.advance(task, n)
+
+                if full:
+                    applied = await refresher.full(advance, allow_mass_removal=allow_mass_removal)
+                else:
+                    applied = await refresher.refresh(advance)
+    except CursorStuck as error:
+        console.print(f"sync stopped: {error}; the cache keeps what it has", markup=False)
+        return 1
     except CentralError as error:
         console.print(f"central did not answer: {error}", markup=False)
         return 1
     finally:
         await store.close()
     stats = refresher.stats
+    # Central's deletions and the records a full snapshot did not bring are both removals;
+    # the second kind is counted by the store's own delete, so the number is the true one.
     console.print(
         f"applied {applied} changes: {stats.members} members, {stats.coupons} coupons,"
-        f" {stats.deletions} deletions, {stats.rules_versions} rules;"
+        f" {stats.deletions} deletions from central, {stats.rules_versions} rules;"
         f" skipped {stats.bad_records} bad records and {sum(stats.unknown_kinds.values())}"
-        " of unknown kinds",
+        " of unknown kinds"
+        + (
+            f"; removed {stats.stale_members_removed} members and"
+            f" {stats.stale_coupons_removed} coupons the snapshot did not bring"
+            if stats.snapshots and stats.refused_removal is None
+            else ""
+        ),
         markup=False,
     )
+    kept = stats.refused_removal
+    if kept is not None:
+        console.print(
+            f"kept {kept.members} of {kept.cached_members} members and {kept.coupons} of"
+            f" {kept.cached_coupons} coupons that central's snapshot did not bring: removing"
+            f" them is more than central.max_removal_share ({share:.0%}) at once. Check"
+            " central (the store id, central's data); if they really are gone, run"
+            " `edge-gateway sync --full --allow-mass-removal`.",
+            markup=False,
+        )
+        return 1
     return 0
 
 
@@ -498,7 +578,7 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "drain":
         return asyncio.run(_drain(settings, args.timeout))
     if args.command == "sync":
-        return asyncio.run(_sync(settings, args.full))
+        return asyncio.run(_sync(settings, args.full, args.allow_mass_removal))
     if args.command == "catalog":
         return asyncio.run(_catalog(settings, args))
     if args.command == "simulate":

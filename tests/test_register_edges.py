@@ -3,8 +3,12 @@ clock behind the registers'."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import structlog
 from conftest import Clock, RunningGateway, coupon_record
+from gateway_process import GatewayProcess, cli
 
 DATE_TODAY = "20261123"  # conftest's NOW
 
@@ -20,7 +24,9 @@ async def test_check_zero_scans_hold_a_coupon_only_briefly(
     connection = await gateway.connect()
     try:
         station = connection.workstation(5)
-        replies = [await station.request("COUPON", "5", "0", "", "SCAN3", "10.00") for _ in range(5)]
+        replies = [
+            await station.request("COUPON", "5", "0", "", "SCAN3", "10.00") for _ in range(5)
+        ]
         assert [r[0] for r in replies] == ["COUPON_OK"] * 3 + ["COUPON_FAIL"] * 2
         assert replies[3][1] == "RESERVED"
 
@@ -72,3 +78,26 @@ async def test_a_clock_behind_the_registers_is_counted_alarmed_once_and_clears(
         assert reply[0] == "POST_OK"
     finally:
         await connection.close()
+
+
+async def test_status_and_doctor_name_a_clock_behind_the_registers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    gateway = await GatewayProcess.start(data_dir)
+    connection = await gateway.connect()
+    try:
+        far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y%m%d")
+        reply = await connection.workstation(3).request(
+            "POST", "3", "1", "12", far, "", "5.00", "5.00", "1*1*5.00", ""
+        )
+        assert reply[:2] == ["ERROR", "BAD_FIELD"]
+        admin = {"EDGE_GATEWAY_ADMIN__PORT": str(gateway.events("gateway_ready")[0]["admin_port"])}
+        code, out, _ = await cli(data_dir, "status", **admin)
+        assert code == 0 and "BEHIND THE REGISTERS?" in " ".join(out.split())
+        code, out, _ = await cli(data_dir, "doctor", **admin)
+        flat = " ".join(out.split())
+        assert code == 1 and "registers' dates" in flat and "check the time sync" in flat
+        alarms = gateway.events("business_date_refused")
+        assert len(alarms) == 1 and alarms[0]["business_date"][:4] == far[:4]
+    finally:
+        await connection.close()
+        await gateway.close()
