@@ -64,7 +64,7 @@ async def run_to_exit(
     return process.returncode, out.decode()
 
 
-# ---- one daemon per data directory --------------------------------------------------------------
+# ---- one daemon per data directory ------------------------------------------------------------
 
 
 async def test_a_second_daemon_on_the_same_data_directory_exits_naming_the_first(
@@ -86,7 +86,15 @@ async def test_a_second_daemon_on_the_same_data_directory_exits_naming_the_first
     assert again.events("gateway_ready")
 
 
-# ---- a store never starts again empty -------------------------------------------------------------
+def files_named(folder: Path, prefix: str) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(prefix)]
+
+
+def text_of(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+# ---- a store never starts again empty ---------------------------------------------------------
 
 
 async def test_a_zero_length_database_is_refused_and_new_store_is_explicit(
@@ -112,13 +120,15 @@ async def test_a_zero_length_database_is_refused_and_new_store_is_explicit(
     assert code == 1 and "--yes" in out and db.exists()
     code, out = await run_to_exit(data_dir, "new-store", "--yes")
     assert code == 0, out
-    aside = [p for p in data_dir.iterdir() if p.name.startswith("set-aside-")]
+    aside = files_named(data_dir, "set-aside-")
     assert len(aside) == 1 and (aside[0] / "gateway.db").exists()
     fresh = await spawn()
     assert fresh.events("gateway_ready")
 
 
-async def test_a_missing_database_where_a_store_was_is_refused(data_dir: Path, spawn: Spawn) -> None:
+async def test_a_missing_database_where_a_store_was_is_refused(
+    data_dir: Path, spawn: Spawn
+) -> None:
     first = await spawn()
     await first.terminate()
     for name in ("gateway.db", "gateway.db-wal", "gateway.db-shm"):
@@ -128,7 +138,7 @@ async def test_a_missing_database_where_a_store_was_is_refused(data_dir: Path, s
     assert not (data_dir / "gateway.db").exists()
 
 
-# ---- a database the service cannot write -----------------------------------------------------------
+# ---- a database the service cannot write -------------------------------------------------------
 
 FOREIGN_UID = 4242  # a user that is not this one: the old uid after a reinstall
 
@@ -175,21 +185,23 @@ async def test_a_database_the_service_cannot_write_fails_start_and_doctor_naming
     sys.platform == "win32" or os.geteuid() != 0, reason="needs root to give files away"
 )
 async def test_import_under_sudo_leaves_files_the_service_user_owns(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True)
+    os.makedirs(data_dir)
     os.chown(data_dir, FOREIGN_UID, FOREIGN_UID)  # the package made it the service user's
     await import_samples(data_dir)  # run as root, as `sudo edge-gateway import` does
-    files = [p for p in data_dir.iterdir() if p.name.startswith("gateway.")]
+    files = files_named(data_dir, "gateway.")
     assert any(p.name == "gateway.db" for p in files)
     assert {(p.stat().st_uid, p.stat().st_gid) for p in files} == {(FOREIGN_UID, FOREIGN_UID)}
-    code, out, err = await cli(data_dir, "doctor")
+    _, out, _ = await cli(data_dir, "doctor")
     assert "database files" in out and "fail" not in out.split("database files")[1].split("\n")[0]
 
 
-# ---- SIGHUP ------------------------------------------------------------------------------------------
+# ---- SIGHUP ------------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGHUP on Windows")
-async def test_sighup_reopens_the_log_file_and_keeps_serving(data_dir: Path, tmp_path: Path) -> None:
+async def test_sighup_reopens_the_log_file_and_keeps_serving(
+    data_dir: Path, tmp_path: Path
+) -> None:
     log_file = tmp_path / "logs" / "gateway.log"
     process = await asyncio.create_subprocess_exec(
         PYTHON,
@@ -201,7 +213,7 @@ async def test_sighup_reopens_the_log_file_and_keeps_serving(data_dir: Path, tmp
     try:
 
         async def logged(event: str, path: Path) -> bool:
-            return path.exists() and f'"{event}"' in path.read_text()
+            return f'"{event}"' in await asyncio.to_thread(text_of, path)
 
         await until(lambda: logged("gateway_ready", log_file), 20, "ready")
         rotated = log_file.with_name("gateway.log.1")
