@@ -119,7 +119,10 @@ class DataDirLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="ascii")
+        try:
+            handle = self.path.open("a+", encoding="ascii")
+        except PermissionError as error:
+            raise DataDirProblem(describe_unwritable(self.path.parent, str(error))) from None
         try:
             _lock(handle)
         except OSError:
@@ -152,7 +155,8 @@ if sys.platform == "win32":
     import msvcrt
 
     def _lock(handle: IO[str]) -> None:
-        handle.seek(0)
+        # Windows locks are mandatory: lock a byte past the pid, so the next gateway can read it.
+        handle.seek(4096)
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
 
 else:
