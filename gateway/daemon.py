@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -105,6 +106,8 @@ class Daemon:
             central_state=self.central.state if self.central else None,
             authorizer=self.central,
         )
+        # Open-file limit up to the hard one, accept failures logged once: before any listener.
+        SimTcpServer.prepare_process()
         if settings.sim.enabled:
             responder = SimResponder(self.service, encoding=settings.sim.encoding)
             self.sim = SimTcpServer(
@@ -115,6 +118,8 @@ class Daemon:
                 max_frame=settings.sim.max_frame,
                 read_timeout_s=settings.sim.read_timeout_s,
                 idle_timeout_s=settings.sim.idle_timeout_s,
+                max_connections=settings.sim.max_connections,
+                max_connections_per_peer=settings.sim.max_connections_per_peer,
             )
             await self.sim.start()
         await self._start_line_and_mqtt_adapters(self.service)
@@ -180,7 +185,10 @@ class Daemon:
             backoff_ceiling_s=settings.central.backoff_max_s,
         )
         self.refresher = Refresher(
-            store, self.central, interval_s=settings.central.refresh_interval_s
+            store,
+            self.central,
+            interval_s=settings.central.refresh_interval_s,
+            max_removal_share=settings.central.max_removal_share,
         )
         store.outbox_listeners.append(self.forwarder.wake)
         self.central.on_recovery += [self.forwarder.wake, self.refresher.wake]
@@ -235,6 +243,14 @@ class Daemon:
                 "state": "listening" if self.sim.listening else "stopped",
                 "connections": self.sim.stats.open_connections,
                 "registers": self.sim.responder.registers(),
+                # the limits of docs/operations.md: what each refused, evicted or closed
+                "max_connections": self.sim.stats.max_connections,
+                "refused": dict(self.sim.stats.refused),
+                "evicted": dict(self.sim.stats.evicted),
+                "idle_closes": self.sim.stats.idle_closes,
+                "accept_failures": self.sim.stats.accept_failures,
+                "frame_errors": dict(self.sim.stats.frame_errors),
+                "dropped_bytes": self.sim.stats.dropped_bytes,
             }
         states.update(self._line_and_mqtt_adapter_states())
         return states
@@ -320,6 +336,21 @@ class Daemon:
             ["command", "outcome"],
             lambda: {key: float(n) for key, n in service.stats.requests.items()},
         )
+        store = self.store
+        assert store is not None
+        self.metrics.add_tally(
+            "edge_gateway_identification_events_dropped",
+            "Identification events dropped beyond storage.max_pending_events while the disk"
+            " refused them",
+            [],
+            lambda: {(): float(store.writer.stats.riders_dropped)},
+        )
+        self.metrics.add_tally(
+            "edge_gateway_future_business_dates",
+            "Checks refused: business date later than tomorrow by this gateway's clock",
+            [],
+            lambda: {(): float(service.stats.future_business_dates)},
+        )
         self.metrics.add_latency(
             lambda: {
                 command: (LATENCY_BUCKETS_S, latency.counts, latency.total_s)
@@ -339,8 +370,16 @@ class Daemon:
             token=token,
             history=history,
             retry_dead_letters=self.store.retry_dead_letters if self.store else None,
+            host_names=settings.host_names,
+            bind_host=settings.host,
         )
-        self.admin = AdminServer(app, host=settings.host, port=settings.port)
+        self.admin = AdminServer(
+            app,
+            host=settings.host,
+            port=settings.port,
+            max_connections=settings.max_connections,
+            request_timeout_s=settings.request_timeout_s,
+        )
         await self.admin.start()
 
     async def switch_program(self, program: str, paused: bool, by: str) -> None:
@@ -391,6 +430,14 @@ class Daemon:
                 "refresh_failures": r.failures,
                 "bad_records": r.bad_records,
                 "unknown_kinds": dict(r.unknown_kinds),
+                # central repeating a cursor with has_more: pages seen so, and whether it is now
+                "cursor_stalls": r.cursor_stalls,
+                "cursor_stuck": r.cursor_stuck,
+                # full snapshots whose removal was refused (central.max_removal_share)
+                "removals_refused": r.removals_refused,
+                "refused_removal": dataclasses.asdict(r.refused_removal)
+                if r.refused_removal
+                else None,
             }
         conflicts = await store.scalar("SELECT COUNT(*) FROM offline_conflicts")
         paused = await store.scalar(
@@ -434,6 +481,7 @@ class Daemon:
                 }
             },
             "adapters": self.adapter_states(),
+            "admin": dataclasses.asdict(self.admin.stats) if self.admin else None,
             "requests": {f"{c}:{o}": n for (c, o), n in sorted(service.stats.requests.items())},
             "storage_full": store.writer.storage_full,
             "clock_skew": service.clock_skew(),

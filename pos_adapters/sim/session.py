@@ -2,14 +2,19 @@
 
 Shared by the TCP and serial adapters. The replay cache is per source id, in memory, and outlives
 connections: a register that reconnects and retransmits gets its cached reply, and nothing runs
-twice (POST's durable idempotency covers restarts of the gateway).
+twice (POST's durable idempotency covers restarts of the gateway). A retransmission is the same
+request again: the cached reply goes only to an `R` frame whose seq and fields equal the cached
+request's, so another request under a reused source id and seq is executed, never answered with
+someone else's reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -31,10 +36,17 @@ log = structlog.get_logger("pos_adapters.sim")
 MAX_SOURCES = 10_000  # bounded memory whatever source ids a misbehaving peer invents
 
 
+def _digest(fields: tuple[str, ...]) -> bytes:
+    # A digest, not the fields: 10,000 sources times a 32 KiB request would be too much memory.
+    text = "\x1c".join(fields).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
 @dataclass
 class _Source:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_seq: int | None = None
+    last_request: bytes = b""  # digest of the cached reply's request: a replay must match it
     last_reply: bytes | None = None
     last_seen: float = 0.0  # wall-clock time of its last frame (for store IT's dashboard)
     last_command: str = ""
@@ -44,6 +56,7 @@ class _Source:
 class SessionStats:
     frames: int = 0
     replayed: int = 0
+    abandoned: int = 0  # requests whose connection went away before their turn: not executed
     errors: Counter[str] = field(default_factory=Counter)  # reason -> count of ERROR replies
     internal_errors: int = 0
 
@@ -57,6 +70,7 @@ class SimResponder:
         self.context = ParseContext(
             decimals=service.options.currency_decimals,
             latest_business_date=service.latest_business_date,
+            future_business_date=service.note_future_business_date,
         )
         self._sources: OrderedDict[bytes, _Source] = OrderedDict()
         self.stats = SessionStats()
@@ -97,18 +111,32 @@ class SimResponder:
             return None
         return self._encode(error.source_id, error.seq, error_fields(error.reason, error.message))
 
-    async def reply(self, frame: Frame) -> bytes:
-        """Answer one frame. Requests of one source id run one at a time, in arrival order."""
+    async def reply(self, frame: Frame, wanted: Callable[[], bool] | None = None) -> bytes:
+        """Answer one frame. Requests of one source id run one at a time, in arrival order.
+
+        `wanted` is asked when the request's turn comes: a request whose connection has gone
+        meanwhile is not executed (nothing is cached, so its retransmission runs as new) and
+        gets b"". Without it, a peer that sends faster than the store commits and reconnects
+        would queue work without end."""
         self.stats.frames += 1
         source = self._source(frame.source_id)
         source.last_seen = time.time()
         source.last_command = frame.fields[0][:16] if frame.fields else ""
+        request = _digest(frame.fields)
         async with source.lock:
-            if frame.retransmit and source.last_seq == frame.seq and source.last_reply:
+            if wanted is not None and not wanted():
+                self.stats.abandoned += 1
+                return b""
+            if (
+                frame.retransmit
+                and source.last_reply
+                and source.last_seq == frame.seq
+                and source.last_request == request
+            ):
                 self.stats.replayed += 1
                 return source.last_reply
             reply = self._encode(frame.source_id, frame.seq, await self._answer(frame))
-            source.last_seq, source.last_reply = frame.seq, reply
+            source.last_seq, source.last_request, source.last_reply = frame.seq, request, reply
             return reply
 
     async def _answer(self, frame: Frame) -> list[str]:
