@@ -28,28 +28,32 @@ import contextlib
 import errno
 import functools
 import ipaddress
-import os
 import socket
-import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
 from pos_adapters.sim.codec import Frame, FrameDecoder
 from pos_adapters.sim.session import SimResponder
-
-if sys.platform != "win32":
-    import resource
+from pos_adapters.sim.sockets import (
+    AcceptFailureLog,
+    Repeating,
+    Reserve,
+    descriptors_in_use,
+    listen,
+    open_file_limit,
+    raise_open_file_limit,
+    sock_name,
+)
 
 log = structlog.get_logger("pos_adapters.sim.tcp")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_CONNECTIONS = 512
 MAX_CONNECTIONS_PER_PEER = 64
-BACKLOG = 511  # a store's registers reconnecting at once after a network blip all queue
 # Answers under way on one connection before we stop reading more from it: a POS has one
 # request out per workstation, and this bounds what a flood can queue (connections x this).
 MAX_INFLIGHT = 64
@@ -60,10 +64,7 @@ ACCEPT_RETRY_S = 1.0  # out of descriptors with nothing of ours to give up: look
 # Out of descriptors, a connection idle this long (or idle_timeout_s, if shorter) gives its
 # descriptor to a waiting peer; its register reconnects at its next request.
 ROOM_IDLE_S = 60.0
-REPEAT_LOG_S = 300.0  # a condition that goes on is logged again this often, with its count
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-# What asyncio's own accept loop (the admin API's listener) reports through the loop.
-_ASYNCIO_ACCEPT_FAILURE = "socket.accept() out of system resource"
 
 
 @dataclass
@@ -100,195 +101,6 @@ def peer_address(host: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
-
-
-def raise_open_file_limit() -> int | None:
-    """Raise the soft open-file limit to the hard one (POSIX); return the soft limit in force.
-
-    Distributions start services with a soft limit of 1024 and a far higher hard one; a store's
-    registers, the admin API and SQLite fit in 1024, but a flood of connections should meet our
-    caps, not the kernel's."""
-    if sys.platform != "win32":
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
-            return soft
-        # An unlimited hard limit is not a value setrlimit takes everywhere (macOS caps it).
-        for target in (hard, 1 << 20, 65536):
-            if target == resource.RLIM_INFINITY or target <= soft:
-                continue
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            except (ValueError, OSError):
-                continue
-            log.info("open_file_limit_raised", soft_was=soft, soft=target, hard=hard)
-            return target
-        return soft
-    return None  # Windows has no such limit on sockets
-
-
-def _open_file_limit() -> int | None:
-    if sys.platform != "win32":
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return None if soft == resource.RLIM_INFINITY else soft
-    return None
-
-
-def _descriptors_in_use() -> int:
-    for directory in ("/proc/self/fd", "/dev/fd"):
-        with contextlib.suppress(OSError):
-            return len(os.listdir(directory))
-    return 0
-
-
-class _Repeating:
-    """A condition logged when it starts, then at most every REPEAT_LOG_S with its count, so a
-    flood writes a line every few minutes, not one per connection."""
-
-    def __init__(self, event: str) -> None:
-        self.event = event
-        self._unlogged = 0
-        self._logged_at: float | None = None
-
-    def hit(self, now: float, **details: object) -> None:
-        self._unlogged += 1
-        if self._logged_at is None or now - self._logged_at >= REPEAT_LOG_S:
-            log.warning(self.event, occurrences=self._unlogged, **details)
-            self._unlogged, self._logged_at = 0, now
-
-
-class _Reserve:
-    """One descriptor held back: out of descriptors, releasing it lets the listener take the
-    waiting peer; closing an idle connection then wins it back."""
-
-    def __init__(self) -> None:
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def take(self) -> bool:
-        if self._fd is None:
-            try:
-                self._fd = os.open(os.devnull, os.O_RDONLY)
-            except OSError:
-                return False
-        return True
-
-    def release(self) -> bool:
-        if self._fd is None:
-            return False
-        os.close(self._fd)
-        self._fd = None
-        return True
-
-
-@dataclass
-class _Failing:
-    since: float
-    last: float
-    failures: int = 0
-
-
-class _AcceptFailureLog:
-    """The loop's exception handler, for the process's other listeners (the admin API): asyncio
-    reports an accept out of descriptors once per attempt, each second, with a traceback; this
-    logs the condition once with a count, and once when accepting works again."""
-
-    RECOVERED_AFTER_S = 2.5  # asyncio retries a failed accept after 1 s: quiet for longer is over
-
-    def __init__(
-        self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None
-    ) -> None:
-        self.previous = previous
-        self.failing: dict[str, _Failing] = {}  # by listener address
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        error = context.get("exception")
-        if context.get("message") != _ASYNCIO_ACCEPT_FAILURE or not isinstance(error, OSError):
-            if self.previous is not None:
-                self.previous(loop, context)
-            else:
-                loop.default_exception_handler(context)
-            return
-        listener = _sock_name(context.get("socket"))
-        now = loop.time()
-        state = self.failing.get(listener)
-        if state is None:
-            state = self.failing[listener] = _Failing(since=now, last=now)
-            log.warning(
-                "accept_failing",
-                listener=listener,
-                error=error.strerror or str(error),
-                hint="out of file descriptors: raise LimitNOFILE, or see who holds connections",
-            )
-            loop.call_later(self.RECOVERED_AFTER_S, self._check, loop, listener)
-        state.failures += 1
-        state.last = now
-
-    def _check(self, loop: asyncio.AbstractEventLoop, listener: str) -> None:
-        state = self.failing[listener]
-        quiet_for = loop.time() - state.last
-        if quiet_for < self.RECOVERED_AFTER_S:
-            loop.call_later(self.RECOVERED_AFTER_S - quiet_for, self._check, loop, listener)
-            return
-        del self.failing[listener]
-        log.info(
-            "accept_recovered",
-            listener=listener,
-            failures=state.failures,
-            for_s=round(state.last - state.since, 1),
-        )
-
-
-def _sock_name(sock: object) -> str:
-    try:
-        name = sock.getsockname()  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        return "?"
-    if not isinstance(name, tuple):
-        return str(name)
-    return f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}"
-
-
-def _listen(host: str, port: int) -> list[socket.socket]:
-    """Bound, listening sockets for `host`. "::" (or "") takes IPv4 too, on one dual-stack socket
-    where the system allows it, else on a second socket with the same port."""
-    if host in ("", "::") and socket.has_ipv6:
-        try:
-            if socket.has_dualstack_ipv6():
-                return [
-                    socket.create_server(
-                        ("::", port), family=socket.AF_INET6, backlog=BACKLOG, dualstack_ipv6=True
-                    )
-                ]
-            six = socket.create_server(("::", port), family=socket.AF_INET6, backlog=BACKLOG)
-        except OSError as error:  # IPv6 switched off in this kernel
-            log.warning("sim_ipv6_unavailable", error=str(error), listening_on="0.0.0.0")
-            return [socket.create_server(("0.0.0.0", port), backlog=BACKLOG)]
-        try:
-            four = socket.create_server(("0.0.0.0", six.getsockname()[1]), backlog=BACKLOG)
-        except OSError:
-            six.close()
-            raise
-        return [six, four]
-    listeners: list[socket.socket] = []
-    try:
-        seen: set[tuple[int, str]] = set()
-        for family, _, _, _, address in socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        ):
-            if (family, str(address[0])) in seen:
-                continue
-            seen.add((family, str(address[0])))
-            if listeners:  # every address on the port the first one got (port 0: any)
-                address = (address[0], listeners[0].getsockname()[1], *address[2:])
-            listeners.append(socket.create_server(address, family=family, backlog=BACKLOG))
-    except OSError:
-        for listener in listeners:
-            listener.close()
-        raise
-    return listeners
 
 
 class _Connection(asyncio.Protocol):
@@ -492,13 +304,13 @@ class SimTcpServer:
         self._by_peer: dict[str, set[_Connection]] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._all_closed = asyncio.Event()
-        self._reserve = _Reserve()
+        self._reserve = Reserve()
         self._accept_failing_since: float | None = None
-        self._refused_log = _Repeating("sim_peer_refused")
+        self._refused_log = Repeating("sim_peer_refused")
         self._cap_logs = {
-            "peer_cap": _Repeating("sim_peer_at_connection_cap"),
-            "total_cap": _Repeating("sim_connection_cap_reached"),
-            "descriptors": _Repeating("sim_connection_closed_for_descriptors"),
+            "peer_cap": Repeating("sim_peer_at_connection_cap"),
+            "total_cap": Repeating("sim_connection_cap_reached"),
+            "descriptors": Repeating("sim_connection_closed_for_descriptors"),
         }
 
     @staticmethod
@@ -508,8 +320,8 @@ class SimTcpServer:
         listener) once per condition instead of once per attempt with a traceback."""
         raise_open_file_limit()
         loop = asyncio.get_running_loop()
-        if not isinstance(loop.get_exception_handler(), _AcceptFailureLog):
-            loop.set_exception_handler(_AcceptFailureLog(loop.get_exception_handler()))
+        if not isinstance(loop.get_exception_handler(), AcceptFailureLog):
+            loop.set_exception_handler(AcceptFailureLog(loop.get_exception_handler()))
 
     @property
     def port(self) -> int:
@@ -524,7 +336,7 @@ class SimTcpServer:
     async def start(self) -> None:
         self._limit_to_descriptors()
         try:
-            self._listeners = _listen(self.host, self.requested_port)
+            self._listeners = listen(self.host, self.requested_port)
         except OSError as error:
             where = f"[{self.host}]" if ":" in self.host else self.host
             in_use = error.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1))
@@ -542,7 +354,7 @@ class SimTcpServer:
             "sim_tcp_listening",
             host=self.host,
             port=self.port,
-            addresses=[_sock_name(listener) for listener in self._listeners],
+            addresses=[sock_name(listener) for listener in self._listeners],
             max_connections=self.stats.max_connections,
             max_connections_per_peer=self.max_connections_per_peer,
         )
@@ -571,10 +383,10 @@ class SimTcpServer:
     def _limit_to_descriptors(self) -> None:
         """Under a low open-file limit, hold fewer connections than configured rather than take
         the descriptors SQLite and the admin API need."""
-        limit = _open_file_limit()
+        limit = open_file_limit()
         if limit is None:
             return
-        budget = max(8, limit - _descriptors_in_use() - DESCRIPTOR_RESERVE)
+        budget = max(8, limit - descriptors_in_use() - DESCRIPTOR_RESERVE)
         if budget < self.max_connections:
             self.stats.max_connections = budget
             log.warning(
