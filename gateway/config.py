@@ -83,6 +83,9 @@ _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
 )
 
 
+PLACEHOLDER_STORE_ID = "CHANGE-ME"  # what the package's configuration file ships with
+
+
 class ConfigError(Exception):
     """The configuration cannot be used. `str()` is the message for the operator."""
 
@@ -584,6 +587,18 @@ class Settings(BaseSettings):
                     amount,
                 )
         return self
+
+    def placeholder_problem(self) -> str | None:
+        """What to set when the configuration still has the package's placeholder store id
+        (a gateway must never run, or pass a check, as store `CHANGE-ME`)."""
+        if self.store_id.upper() != PLACEHOLDER_STORE_ID:
+            return None
+        return (
+            f'store_id is still the placeholder "{PLACEHOLDER_STORE_ID}": set it to this'
+            ' store\'s id as central knows it (store_id = "S0412", for example) in the'
+            f" configuration file ({DEFAULT_CONFIG_PATH} unless --config says another), or"
+            " EDGE_GATEWAY_STORE_ID"
+        )
 
     def tzinfo(self) -> datetime.tzinfo:
         """The store's time zone: the configured one, else the machine's."""

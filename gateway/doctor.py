@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.store.datadir import (
     DataDirProblem,
     check_before_open,
+    describe_unwritable,
     foreign_files,
     owner_name,
     unwritable,
@@ -137,3 +138,65 @@ def local_findings(settings: Settings, *, sim_ours: bool, admin_ours: bool) -> l
         findings.append(check_port("sim port", settings.sim.host, settings.sim.port, sim_ours))
     findings.append(check_port("admin port", settings.admin.host, settings.admin.port, admin_ours))
     return findings
+
+
+def check_readable(name: str, path: Path | None, *, certificate: bool = False) -> Finding | None:
+    """A file the configuration names: there, readable by this user, and (for certificates)
+    PEM that Python's TLS accepts. None when the setting is not used."""
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        return Finding(name, "fail", f"{path}: {error.strerror or error}")
+    if certificate:
+        import ssl
+
+        try:
+            ssl.create_default_context(cadata=data.decode("ascii", errors="replace"))
+        except (ssl.SSLError, ValueError) as error:
+            return Finding(name, "fail", f"{path} is not a PEM certificate Python accepts: {error}")
+    return Finding(name, "ok", f"{path} is readable")
+
+
+def run_findings(settings: Settings, *, sim_ours: bool, admin_ours: bool) -> list[Finding]:
+    """What `run` needs, checked without running it (`check-config --strict`)."""
+    findings = [Finding("store id", "ok", settings.store_id)]
+    problem = settings.placeholder_problem()
+    if problem is not None:
+        findings = [Finding("store id", "fail", problem)]
+    findings.append(check_data_dir(settings.data_dir))
+    findings.append(check_database_writable(settings.database_path))
+    if settings.sim.enabled:
+        findings.append(check_port("sim port", settings.sim.host, settings.sim.port, sim_ours))
+    findings.append(check_port("admin port", settings.admin.host, settings.admin.port, admin_ours))
+    central, mqtt = settings.central, settings.mqtt
+    files = [
+        check_readable("central.token_file", central.token_file),
+        check_readable("central.ca_file", central.ca_file, certificate=True),
+        check_readable("central.client_cert", central.client_cert),
+        check_readable("central.client_key", central.client_key),
+        check_readable("admin.token_file", settings.admin.token_file),
+        check_readable("mqtt.password_file", mqtt.password_file),
+        check_readable("mqtt.ca_file", mqtt.ca_file, certificate=True),
+        check_readable("rules_file", settings.rules_file),
+        check_readable("catalog.export_file", settings.catalog.export_file),
+    ]
+    findings += [f for f in files if f is not None]
+    return findings
+
+
+def check_data_dir(data_dir: Path) -> Finding:
+    """The data directory exists and this user may make files in it, or it can be made."""
+    import os
+
+    where = data_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not os.access(where, os.W_OK | os.X_OK):
+        what = "data directory" if where == data_dir else "parent of the data directory"
+        return Finding("data directory", "fail", describe_unwritable(where, f"the {what}"))
+    if where != data_dir:
+        return Finding("data directory", "ok", f"{data_dir} will be made at first start")
+    return Finding("data directory", "ok", f"{data_dir} is writable")

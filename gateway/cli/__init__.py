@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -14,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from gateway import __version__
+from gateway.cli.parser import build_parser
 from gateway.config import ConfigError, Settings, load_settings, render_effective
 from gateway.logging import configure_logging
 from gateway.store.datadir import (
@@ -27,76 +31,45 @@ from gateway.store.datadir import (
 from gateway.store.importer import Kind
 
 if TYPE_CHECKING:
+    from gateway.doctor import Finding
     from sync.client import CentralClient
 
-PROGRAMS = ("lottery",)
+# The man page generator (packaging/debian) reads the parser through this name.
+_parser = build_parser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-gateway", description="Loyalty edge gateway for POS registers."
-    )
-    parser.add_argument("--version", action="version", version=f"edge-gateway {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="configuration file (default: $EDGE_GATEWAY_CONFIG or /etc/edge-gateway/gateway.toml)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
-    commands.add_parser("check-config", help="print the effective configuration, secrets masked")
-    importing = commands.add_parser("import", help="import members or coupons from JSON lines")
-    importing.add_argument("kind", choices=("members", "coupons"))
-    importing.add_argument("file", type=Path)
-    simulate = commands.add_parser("simulate", help="act as a register against a running gateway")
-    simulate.add_argument("--host", default=None, help="gateway address (default: sim.host)")
-    simulate.add_argument("--port", type=int, default=None, help="SIM port (default: sim.port)")
-    simulate.add_argument("--registers", type=int, default=0, help="load: registers at once")
-    simulate.add_argument("--duration", type=float, default=10.0, help="load: seconds")
-    commands.add_parser("status", help="what the running gateway is doing (admin API)")
-    commands.add_parser("doctor", help="check database, disk, clock, ports and central")
-    new_store = commands.add_parser(
-        "new-store",
-        help="set the store's database aside so that the next start makes a new, empty store",
-        description="Moves gateway.db, its -wal/-shm files and the store marker into a dated"
-        " set-aside-* folder in the data directory (nothing is deleted). Use it only when no"
-        " backup can be restored: the new store starts with no members and no unsent checks.",
-    )
-    new_store.add_argument("--yes", action="store_true", help="do it (without it: say what)")
-    backup = commands.add_parser("backup", help="copy the database safely, even while running")
-    backup.add_argument("path", type=Path)
-    dead = commands.add_parser("dead-letters", help="events central rejected")
-    dead.add_argument("action", choices=("list", "retry"))
-    dead.add_argument("event_ids", nargs="*", help="retry only these (default: all)")
-    drain = commands.add_parser("drain", help="wait until every event reached central")
-    drain.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
-    sync = commands.add_parser("sync", help="fetch central's changes into the cache now")
-    sync.add_argument("--full", action="store_true", help="start over from a full snapshot")
-    sync.add_argument(
-        "--allow-mass-removal",
-        action="store_true",
-        help="with --full: remove what the snapshot did not bring even when that is more than"
-        " central.max_removal_share of the cache",
-    )
-    catalog = commands.add_parser("catalog", help="the POS menu sent to central")
-    catalog.add_argument("action", choices=("push", "show"))
-    catalog.add_argument("--force", action="store_true", help="send even if unchanged")
-    catalog.add_argument("--file", type=Path, help="the export (default: catalog.export_file)")
-    reference = commands.add_parser(
-        "reference-server", help="run the reference central server (demo, tests)"
-    )
-    reference.add_argument("args", nargs=argparse.REMAINDER, help="see --help of it")
-    for verb in ("pause", "resume"):
-        switch = commands.add_parser(verb, help=f"{verb} a program at every register at once")
-        switch.add_argument("program", choices=PROGRAMS)
-        switch.add_argument("--by", default="cli", help="who is switching (kept with the switch)")
-    return parser
+def _console(*, stderr: bool = False) -> Console:
+    """Rich output that is not hard-wrapped when it goes to a file or a pipe (logs, scripts)."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=1000, soft_wrap=True)
+    return console
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     # markup=False: messages quote the operator's values, which may contain [brackets].
-    Console(stderr=True).print(f"edge-gateway: {message}", markup=False, highlight=False)
+    _console(stderr=True).print(
+        f"edge-gateway: {message}", markup=False, highlight=False, soft_wrap=True
+    )
     raise SystemExit(code)
+
+
+def _why_unopened(settings: Settings, error: sqlite3.Error) -> str:
+    """SQLite says "unable to open database file" without the file or the reason: ask the
+    operating system for both."""
+    try:
+        with settings.database_path.open("rb"):
+            pass
+    except OSError as os_error:
+        return _os_reason(os_error)
+    return str(error)
+
+
+def _os_reason(error: OSError) -> str:
+    """`FILE: reason` as the operating system says it, for any command's error."""
+    where = error.filename if error.filename is not None else ""
+    reason = error.strerror or str(error)
+    return f"{where}: {reason}" if where else reason
 
 
 def _settings(path: Path | None) -> Settings:
@@ -110,7 +83,7 @@ async def _import(settings: Settings, kind: Kind, file: Path, size: int) -> int:
     from gateway.store.importer import import_file
     from gateway.store.store import Store
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
     try:
         with Progress(
@@ -142,15 +115,36 @@ async def _import(settings: Settings, kind: Kind, file: Path, size: int) -> int:
 
 
 async def _switch(settings: Settings, program: str, paused: bool, by: str) -> int:
+    """Through the running gateway, so that its log and dashboard say who switched; straight
+    into the store when it does not run (it reads the switch at start)."""
     from gateway.store.store import Store
 
-    store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
-    try:
-        await store.set_program_paused(program, paused, by=by)
-    finally:
-        await store.close()
-    Console().print(f"{program}: {'paused' if paused else 'running'}")
+    action = "pause" if paused else "resume"
+    answer = _admin_call(settings, "POST", f"/programs/{program}/{action}", {"by": by})
+    if answer is None:
+        store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+        try:
+            await store.set_program_paused(program, paused, by=by)
+        finally:
+            await store.close()
+        where = "in the store (the gateway is not running; it reads the switch at start)"
+    else:
+        where = "by the running gateway"
+    _console().print(f"{program}: {'paused' if paused else 'running'} ({where}, by {by})")
     return 0
+
+
+def _invoking_user() -> str:
+    """Who runs this command: the user behind sudo when there is one."""
+    import getpass
+
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user:
+        return sudo_user
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "cli"
 
 
 def _status(settings: Settings) -> int:
@@ -190,7 +184,7 @@ def _status(settings: Settings) -> int:
     ]
     for what, now in rows:
         table.add_row(what, now)
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -206,26 +200,58 @@ def _clock_line(skew: dict[str, Any] | None) -> str:
 
 def _admin_get(settings: Settings, path: str) -> dict[str, Any] | None:
     """The running gateway's admin API, or None when it does not answer."""
+    return _admin_call(settings, "GET", path)
+
+
+def _admin_call(
+    settings: Settings, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """A request to the running gateway's admin API: None when nothing answers there; an answer
+    other than success fails the command with what the gateway said."""
     import httpx
 
     admin = settings.admin
-    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::") else admin.host
-    headers = {}
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::", "") else admin.host
+    base = f"http://{'[' + host + ']' if ':' in host else host}:{admin.port}"
+    headers = {"Origin": base}  # same-origin: what a state-changing route asks without a token
     if admin.token_file is not None:
         headers["Authorization"] = f"Bearer {admin.token_file.read_text().strip()}"
     try:
-        response = httpx.get(f"http://{host}:{admin.port}{path}", headers=headers, timeout=3)
-        response.raise_for_status()
+        response = httpx.request(method, base + path, headers=headers, json=body, timeout=5)
     except httpx.HTTPError:
         return None
+    if response.status_code >= 400:
+        if method == "GET":
+            return None
+        _fail(f"the gateway refused {method} {path}: {response.status_code} {response.text}", 1)
     result: dict[str, Any] = response.json()
     return result
 
 
+def _validate(settings: Settings) -> int:
+    """`check-config --strict`: what `run` needs, without running it."""
+    from gateway.doctor import run_findings
+
+    running = _admin_get(settings, "/status")
+    findings = run_findings(settings, sim_ours=running is not None, admin_ours=running is not None)
+    _print_findings("edge-gateway check-config --strict", findings)
+    return 1 if any(f.verdict == "fail" for f in findings) else 0
+
+
+def _print_findings(title: str, findings: Sequence[Finding]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("check", "verdict", "detail"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for f in findings:
+        table.add_row(f.check, f"[{colours[f.verdict]}]{f.verdict}[/]", escape(f.detail))
+    _console().print(table)
+
+
 async def _doctor(settings: Settings) -> int:
     import datetime as dt
-
-    from rich.table import Table
 
     from gateway.doctor import Finding, check_clock, local_findings
     from sync.client import CentralRefused, CentralUnavailable, token_file_problem
@@ -301,13 +327,7 @@ async def _doctor(settings: Settings) -> int:
     skew = running.get("clock_skew") if running else None
     if skew:  # the registers' business dates say this clock is behind theirs
         findings.append(Finding("registers' dates", "fail", _clock_line(skew)))
-    table = Table(title="edge-gateway doctor")
-    for column in ("check", "verdict", "detail"):
-        table.add_column(column, overflow="fold")
-    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
-    for f in findings:
-        table.add_row(f.check, f"[{colours[f.verdict]}]{f.verdict}[/]", escape(f.detail))
-    Console(width=160).print(table)
+    _print_findings("edge-gateway doctor", findings)
     return 1 if any(f.verdict == "fail" for f in findings) else 0
 
 
@@ -315,7 +335,7 @@ async def _dead_letters(settings: Settings, action: str, event_ids: list[str]) -
     from gateway.store.store import Store
 
     store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
-    console = Console()
+    console = _console()
     try:
         if action == "list":
             letters = await store.dead_letters()
@@ -339,7 +359,7 @@ async def _drain(settings: Settings, within_s: float) -> int:
 
     from gateway.store.store import Store
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
     try:
         depth, _ = await store.outbox_depth()
@@ -374,9 +394,11 @@ def _backup(settings: Settings, target: Path) -> int:
 
     try:
         verdict = backup_database(settings.database_path, target)
-    except (FileExistsError, OSError, sqlite3.Error) as error:
-        _fail(f"backup failed: {error}", 1)
-    Console().print(f"backup written to {target}; integrity check: {verdict}", markup=False)
+    except OSError as error:
+        _fail(f"backup failed: {_os_reason(error)}", 1)
+    except sqlite3.Error as error:
+        _fail(f"backup of {settings.database_path} failed: {_why_unopened(settings, error)}", 1)
+    _console().print(f"backup written to {target}; integrity check: {verdict}", markup=False)
     return 0 if verdict == "ok" else 1
 
 
@@ -398,7 +420,7 @@ async def _sync(settings: Settings, full: bool, allow_mass_removal: bool = False
     if allow_mass_removal and not full:
         _fail("--allow-mass-removal goes with --full: it applies to a full snapshot's removal")
     store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     share = settings.central.max_removal_share
     try:
         async with _central(settings) as central:
@@ -464,7 +486,7 @@ async def _catalog(settings: Settings, args: argparse.Namespace) -> int:
     export = args.file or settings.catalog.export_file
     if export is None:
         _fail("no catalog export: set catalog.export_file or pass --file", 2)
-    console = Console()
+    console = _console()
     if args.action == "show":
         text = export.read_bytes().decode(settings.catalog.encoding, errors="replace")
         parsed = read_menu_export(text)
@@ -495,7 +517,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.sim.host
     port = args.port or settings.sim.port
-    console = Console()
+    console = _console()
     try:
         if args.registers > 0:
             report = await run_load(
@@ -533,31 +555,43 @@ def _new_store(settings: Settings, yes: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "reference-server":
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "reference-server" in argv:  # its own options (and --help) are the reference server's
         from sync.reference_server import main as reference_main
 
-        return reference_main(args.args)
-    if args.command == "check-config":
-        settings = _settings(args.config)
-        sys.stdout.write(render_effective(settings))
-        return 0
+        return reference_main(argv[argv.index("reference-server") + 1 :])
+    args = build_parser().parse_args(argv)
     settings = _settings(args.config)
+    if args.command in ("run", "check-config", "doctor"):
+        placeholder = settings.placeholder_problem()
+        if placeholder is not None:
+            _fail(placeholder, 2)
+    if args.command == "check-config":
+        sys.stdout.write(render_effective(settings))
+        return _validate(settings) if args.strict else 0
     configure_logging(settings.log.level, settings.log.format, file=settings.log.file)
     if args.command == "run":
         from gateway.daemon import main as run_daemon
 
         return run_daemon(settings)
-    if args.command == "new-store":
-        return _new_store(settings, args.yes)
+    # A command's output is its own: libraries' request lines stay out of it.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
+        if args.command == "new-store":
+            return _new_store(settings, args.yes)
         return _run_command(args, settings)
     except DataDirProblem as problem:
         _fail(str(problem), 1)
+    except sqlite3.Error as error:
+        _fail(f"{settings.database_path}: {_why_unopened(settings, error)}", 1)
+    except OSError as error:
+        _fail(_os_reason(error), 1)
     finally:
         # Under sudo, files this command made stay the service user's (not root's).
-        for path in give_to_data_dir_owner(settings.database_path):
-            sys.stderr.write(f"gave {path} to the data directory's owner\n")
+        with contextlib.suppress(OSError):
+            for path in give_to_data_dir_owner(settings.database_path):
+                sys.stderr.write(f"gave {path} to the data directory's owner\n")
 
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -566,7 +600,8 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             _fail(f"no such file: {args.file}", 1)
         return asyncio.run(_import(settings, args.kind, args.file, args.file.stat().st_size))
     if args.command in ("pause", "resume"):
-        return asyncio.run(_switch(settings, args.program, args.command == "pause", args.by))
+        by = args.by or _invoking_user()
+        return asyncio.run(_switch(settings, args.program, args.command == "pause", by))
     if args.command == "status":
         return _status(settings)
     if args.command == "doctor":
