@@ -115,13 +115,35 @@ def test_check_mode_parses_the_shipped_plugin(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out.startswith("pms9.isl: OK (18 events: inq : 1, ")
 
 
-def test_a_script_outside_the_subset_exits_2_naming_its_line(
+def test_check_reports_every_bad_line_with_line_and_column_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = tmp_path / "pms3.isl"
-    script.write_text('Event Inq : 1\n  Window 2, 20, "Hello"\nEndEvent\n')
+    script.write_text(
+        'Event Inq : 1\n  Window 2, 20, "Hello"\n  Frob 1\n  Display 1, 1, "x"\n'
+        "  Wobble\n  Call Nowhere\nEndEvent\n"
+    )
     assert main([str(script), "--check"]) == 2
-    assert "pms3.isl:2: 'Window' is ISL, but outside the subset" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "pms3.isl: 2 error(s), 1 warning(s)",
+        "   pms3.isl:3:3: error: unknown statement 'Frob'",
+        "   pms3.isl:5:3: error: unknown statement 'Wobble'",
+        "   pms3.isl:6: warning: no sub named Nowhere (fails if this line runs)",
+    ]
+
+
+def test_check_strict_fails_on_warnings_and_names_a_script_that_does_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "pms4.isl"
+    script.write_text("Event Inq : 1\n  Call Nowhere\nEndEvent\n")
+    assert main([str(script), "--check"]) == 0
+    assert main([str(script), "--check", "--strict"]) == 1
+    capsys.readouterr()
+    script.write_text("var a[-2] : N3\n")
+    assert main([str(script), "--check"]) == 2
+    assert "does not load: pms4.isl:1: array a sized -2" in capsys.readouterr().out
 
 
 def test_a_wrong_scenario_exits_2_naming_its_step(

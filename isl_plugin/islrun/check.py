@@ -36,6 +36,8 @@ class MenuItem:
     name: str
     price: Decimal
     reference: bool = False  # asks for a reference entry after the key (the coupon marker)
+    family_group: int = 0  # @DTL_FAMGRP
+    condiment: bool = False  # @DTL_IS_COND
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,15 @@ class Detail:
     qty: int
     total: Decimal
     void: bool = False
+    seat: int = 0  # @DTL_SEAT
+    condiment: bool = False
+    family_group: int = 0
+
+    @property
+    def status(self) -> str:
+        """@DTL_STATUS: hex digits, bit 1 the high bit of the first; bit 5 is set for a void."""
+        bits = 1 << (64 - 5) if self.void else 0
+        return f"{bits:016X}"
 
     def describe(self) -> str:
         mark = "VOID " if self.void else ""
@@ -100,6 +111,7 @@ class SimCheck:
         self.details: list[Detail] = []
         self.info_lines: list[str] = []
         self.closed = False
+        self.cancelled = False  # closed by a transaction cancel, not a tender
 
     # ---- money ---------------------------------------------------------------------------------
 
@@ -140,12 +152,21 @@ class SimCheck:
         if self.closed:
             raise PosError(f"check {self.number} is closed")
 
-    def ring(self, obj: int, qty: int = 1) -> Detail:
+    def ring(self, obj: int, qty: int = 1, seat: int = 0) -> Detail:
         self._open()
         item = self.pos.menu.get(obj)
         if item is None:
             raise PosError(f"menu item {obj} is not in the POS configuration (pos.menu)")
-        detail = Detail("M", obj, item.name, qty, self.money(item.price * qty))
+        detail = Detail(
+            "M",
+            obj,
+            item.name,
+            qty,
+            self.money(item.price * qty),
+            seat=seat,
+            condiment=item.condiment,
+            family_group=item.family_group,
+        )
         self.details.append(detail)
         return detail
 

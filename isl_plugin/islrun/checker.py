@@ -1,20 +1,31 @@
-"""Static checks after parsing: every name resolves, calls match their subs, loops own their
-Breaks. A typo in a branch no test runs is caught here, with its line, before any event runs."""
+"""The linter: what a script names that may not be there when its code runs.
+
+A POS loads a script whose dead code names a variable, a sub or a system variable it does not
+have (public scripts do: docs/isl.md), so none of this refuses a script: each finding is a
+warning with its line, and the interpreter fails only if that code runs. `--check` prints them;
+a script meant to be clean (the plugin) is tested to have none.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from isl_plugin.islrun.errors import IslSyntaxError
 from isl_plugin.islrun.nodes import (
     Assign,
+    BadStmt,
     Binary,
     BreakStmt,
     CallStmt,
     CaseStmt,
+    DeviceStmt,
+    Diagnostic,
+    DllCallStmt,
     ExitStmt,
     Expr,
+    FieldArg,
+    ForeverStmt,
+    FormatItem,
     FormatStmt,
     ForStmt,
     FuncCall,
@@ -24,6 +35,9 @@ from isl_plugin.islrun.nodes import (
     MacroStmt,
     MakeKeys,
     MessageStmt,
+    NetCall,
+    NetCallStmt,
+    RefArg,
     ReturnStmt,
     RxMsgStmt,
     SaveChkInfoStmt,
@@ -32,13 +46,17 @@ from isl_plugin.islrun.nodes import (
     Stmt,
     SysVar,
     Target,
+    TryStmt,
     TxMsgStmt,
     Unary,
     VarRef,
     VarStmt,
     WhileStmt,
     WholeArray,
+    Word,
 )
+from isl_plugin.islrun.parser import FUNCTIONS
+from isl_plugin.islrun.sysvars import sysvar_spec
 
 # name -> "scalar" | "array" | "const" | "ref" (a Ref parameter: scalar or array, known at run time)
 Scope = dict[str, str]
@@ -54,20 +72,39 @@ def _declared(stmts: Iterable[Stmt], into: Scope) -> None:
             for _, body in stmt.branches:
                 _declared(body, into)
             _declared(stmt.otherwise, into)
-        elif isinstance(stmt, ForStmt | WhileStmt):
+        elif isinstance(stmt, ForStmt | WhileStmt | ForeverStmt):
             _declared(stmt.body, into)
+        elif isinstance(stmt, TryStmt):
+            _declared(stmt.body, into)
+            _declared(stmt.handler, into)
 
 
 @dataclass
-class _Checker:
+class _Linter:
     script: Script
     globals: Scope
+    callers: Scope = field(default_factory=dict)  # every event's and sub's own variables
+    found: list[Diagnostic] = field(default_factory=list)
+    _seen: set[tuple[int, str]] = field(default_factory=set)
 
-    def error(self, line: int, message: str) -> IslSyntaxError:
-        return IslSyntaxError(self.script.source, line, message)
+    def warn(self, line: int, message: str) -> None:
+        if (line, message) not in self._seen:
+            self._seen.add((line, message))
+            self.found.append(Diagnostic(self.script.source, line, 0, "warning", message))
 
-    def run(self) -> None:
+    def run(self) -> list[Diagnostic]:
+        # A sub sees the variables of the event (or sub) that called it: a name declared in
+        # any of them may be there when the sub runs.
+        for event in self.script.events.values():
+            _declared(event.body, self.callers)
+        for sub in self.script.subs.values():
+            _declared(sub.body, self.callers)
+            for param in sub.params:
+                self.callers.setdefault(param.name.lower(), "ref" if param.by_ref else "scalar")
         for stmt in self.script.globals:
+            if isinstance(stmt, Assign):
+                self.stmt(stmt, self.globals, loops=0, in_sub=True)
+                continue
             for decl in stmt.decls:
                 for expr in (decl.size, decl.init):
                     if expr is not None:
@@ -77,16 +114,17 @@ class _Checker:
             _declared(event.body, scope)
             self.block(event.body, scope, loops=0, in_sub=False)
         for sub in self.script.subs.values():
-            scope = dict(self.globals)
+            scope = {**self.callers, **self.globals}
             _declared(sub.body, scope)
             for param in sub.params:
                 scope[param.name.lower()] = "ref" if param.by_ref else "scalar"
             self.block(sub.body, scope, loops=0, in_sub=True)
+        return sorted(self.found, key=lambda d: d.line)
 
-    def kind(self, name: str, line: int, scope: Scope) -> str:
+    def kind(self, name: str, line: int, scope: Scope) -> str | None:
         kind = scope.get(name.lower())
         if kind is None:
-            raise self.error(line, f"{name} is not declared")
+            self.warn(line, f"{name} is not declared (fails if this line runs)")
         return kind
 
     def expr(self, expr: Expr, line: int, scope: Scope) -> None:
@@ -94,14 +132,36 @@ class _Checker:
             kind = self.kind(expr.name, line, scope)
             if expr.index is not None:
                 if kind in ("scalar", "const"):
-                    raise self.error(line, f"{expr.name} is not an array")
+                    self.warn(line, f"{expr.name} is not an array")
                 self.expr(expr.index, line, scope)
             elif kind == "array":
-                raise self.error(line, f"{expr.name} is an array: write {expr.name}[i]")
+                self.warn(line, f"{expr.name} is an array: write {expr.name}[i]")
         elif isinstance(expr, SysVar):
+            spec = sysvar_spec(expr.name)
+            if spec is None:
+                self.warn(line, f"system variable {expr.name} is not simulated by islrun")
+            elif spec.indexed and expr.index is None:
+                self.warn(line, f"{expr.name} needs an index, as in {expr.name}[i]")
+            elif not spec.indexed and expr.index is not None:
+                self.warn(line, f"{expr.name} takes no index (islrun ignores it)")
             if expr.index is not None:
                 self.expr(expr.index, line, scope)
         elif isinstance(expr, FuncCall):
+            arity = FUNCTIONS.get(expr.name)
+            if arity is None:
+                self.warn(line, f"unknown function {expr.name!r}")
+            elif not arity[0] <= len(expr.args) <= arity[1]:
+                self.warn(line, f"{expr.name} takes {arity[0]} argument(s), got {len(expr.args)}")
+            if expr.name == "arraysize" and len(expr.args) == 1:
+                arg = expr.args[0]
+                if isinstance(arg, VarRef) and arg.index is None:
+                    self.kind(arg.name, line, scope)
+                    return
+            for arg in expr.args:
+                self.expr(arg, line, scope)
+        elif isinstance(expr, NetCall):
+            if not self.script.imports:
+                self.warn(line, f"{expr.name}: a .NET call with no NetImport")
             for arg in expr.args:
                 self.expr(arg, line, scope)
         elif isinstance(expr, Unary):
@@ -111,13 +171,19 @@ class _Checker:
             self.expr(expr.right, line, scope)
 
     def target(self, target: Target, line: int, scope: Scope) -> None:
-        if isinstance(target, VarRef) and self.kind(target.name, line, scope) == "const":
-            raise self.error(line, f"{target.name} is a const")
+        if isinstance(target, SysVar):
+            spec = sysvar_spec(target.name)
+            if spec is not None and not spec.writable:
+                self.warn(line, f"{target.name} cannot be assigned")
+        elif self.kind(target.name, line, scope) == "const":
+            self.warn(line, f"{target.name} is a const")
+            return
         self.expr(target, line, scope)
 
     def whole(self, array: WholeArray, line: int, scope: Scope) -> None:
-        if self.kind(array.name, line, scope) not in ("array", "ref"):
-            raise self.error(line, f"{array.name} is not an array")
+        kind = self.kind(array.name, line, scope)
+        if kind is not None and kind not in ("array", "ref"):
+            self.warn(line, f"{array.name} is not an array")
 
     def block(self, stmts: Iterable[Stmt], scope: Scope, *, loops: int, in_sub: bool) -> None:
         for stmt in stmts:
@@ -140,18 +206,24 @@ class _Checker:
             self.block(stmt.otherwise, scope, loops=loops, in_sub=in_sub)
         elif isinstance(stmt, ForStmt):
             self.target(stmt.var, line, scope)
-            self.expr(stmt.start, line, scope)
-            self.expr(stmt.end, line, scope)
+            for part in (stmt.start, stmt.end, stmt.step):
+                if part is not None:
+                    self.expr(part, line, scope)
             self.block(stmt.body, scope, loops=loops + 1, in_sub=in_sub)
         elif isinstance(stmt, WhileStmt):
             self.expr(stmt.cond, line, scope)
             self.block(stmt.body, scope, loops=loops + 1, in_sub=in_sub)
+        elif isinstance(stmt, ForeverStmt):
+            self.block(stmt.body, scope, loops=loops + 1, in_sub=in_sub)
+        elif isinstance(stmt, TryStmt):
+            self.block(stmt.body, scope, loops=loops, in_sub=in_sub)
+            self.block(stmt.handler, scope, loops=loops, in_sub=in_sub)
         elif isinstance(stmt, BreakStmt):
             if not loops:
-                raise self.error(line, "Break outside a For or While")
+                self.warn(line, "Break outside a For, Forever or While")
         elif isinstance(stmt, ReturnStmt):
             if not in_sub:
-                raise self.error(line, "Return outside a sub (end an event with an Exit)")
+                self.warn(line, "Return in an event ends the event (an Exit says how)")
         elif isinstance(stmt, CallStmt):
             self.call(stmt, scope)
         elif isinstance(stmt, FormatStmt):
@@ -185,39 +257,84 @@ class _Checker:
                 self.expr(key.expr if isinstance(key, MakeKeys) else key, line, scope)
         elif isinstance(stmt, SaveChkInfoStmt):
             self.expr(stmt.expr, line, scope)
+        elif isinstance(stmt, DeviceStmt):
+            self.device(stmt, scope)
+        elif isinstance(stmt, DllCallStmt):
+            self.target(stmt.handle, line, scope)
+            for dll_arg in stmt.args:
+                if isinstance(dll_arg, RefArg):
+                    if isinstance(dll_arg.target, WholeArray):
+                        self.whole(dll_arg.target, line, scope)
+                    else:
+                        self.target(dll_arg.target, line, scope)
+                else:
+                    self.expr(dll_arg, line, scope)
+        elif isinstance(stmt, NetCallStmt):
+            self.expr(stmt.call, line, scope)
+        elif isinstance(stmt, BadStmt):
+            pass  # the parser reported it
+
+    def device(self, stmt: DeviceStmt, scope: Scope) -> None:
+        line = stmt.line
+        for number, arg in enumerate(stmt.args):
+            if isinstance(arg, WholeArray):
+                self.whole(arg, line, scope)
+            elif isinstance(arg, FieldArg):
+                self.target(arg.target, line, scope)
+            elif isinstance(arg, FormatItem):
+                self.expr(arg.expr, line, scope)
+            elif isinstance(arg, Word):
+                pass
+            elif (
+                (stmt.name in ("dllload", "fopen", "inputkey") and number == 0)
+                or (stmt.name == "inputkey" and number == 1)
+                or (stmt.name in ("fread", "freadln") and number > 0)
+            ):
+                self.target(arg, line, scope)  # type: ignore[arg-type]
+            else:
+                self.expr(arg, line, scope)
 
     def call(self, stmt: CallStmt, scope: Scope) -> None:
         sub = self.script.subs.get(stmt.name.lower())
         if sub is None:
-            raise self.error(stmt.line, f"no sub named {stmt.name}")
+            self.warn(stmt.line, f"no sub named {stmt.name} (fails if this line runs)")
+            for arg in stmt.args:
+                if not isinstance(arg, WholeArray):
+                    self.expr(arg, stmt.line, scope)
+            return
         if len(stmt.args) != len(sub.params):
-            raise self.error(
+            self.warn(
                 stmt.line, f"{sub.name} takes {len(sub.params)} argument(s), got {len(stmt.args)}"
             )
-        for number, (arg, param) in enumerate(zip(stmt.args, sub.params, strict=True), 1):
+        for number, (arg, param) in enumerate(zip(stmt.args, sub.params, strict=False), 1):
             if isinstance(arg, WholeArray):
                 if not param.by_ref:
-                    raise self.error(
-                        stmt.line, f"argument {number}: an array needs a Ref parameter"
-                    )
+                    self.warn(stmt.line, f"argument {number}: an array needs a Ref parameter")
                 self.whole(arg, stmt.line, scope)
                 continue
             if param.by_ref:
                 if not isinstance(arg, VarRef):
-                    raise self.error(
-                        stmt.line, f"argument {number} of {sub.name} is Ref: pass a variable"
-                    )
-                self.target(arg, stmt.line, scope)
+                    self.warn(stmt.line, f"argument {number} of {sub.name} is Ref: pass a variable")
+                    self.expr(arg, stmt.line, scope)
+                else:
+                    self.target(arg, stmt.line, scope)
             else:
                 self.expr(arg, stmt.line, scope)
 
 
-def check_script(script: Script) -> None:
+def lint_script(script: Script) -> list[Diagnostic]:
     scope: Scope = {}
+    found: list[Diagnostic] = []
     for stmt in script.globals:
+        if isinstance(stmt, Assign):
+            continue
         for decl in stmt.decls:
             if decl.name.lower() in scope:
-                raise IslSyntaxError(script.source, stmt.line, f"{decl.name} is declared twice")
+                found.append(
+                    Diagnostic(
+                        script.source, stmt.line, 0, "warning", f"{decl.name} is declared twice"
+                    )
+                )
             kind = "const" if stmt.const else "array" if decl.size is not None else "scalar"
             scope[decl.name.lower()] = kind
-    _Checker(script, scope).run()
+    return found + _Linter(script, scope).run()

@@ -1,9 +1,11 @@
 """Run the statements of a parsed script against a `Host`: the register around the script, which
 owns the check, the link to the gateway, the cashier's answers and what the cashier sees.
 
-Semantics where ISL's are not public, chosen to be at least as strict as a real POS:
-- `And`/`Or` evaluate both sides (no short circuit), so `i < n And @DTL_TYPE[i + 1] = "R"`
-  fails here as it may on a register; an array index out of range is an error.
+Semantics where ISL's are not public (docs/isl.md gives the evidence for each):
+- `And`/`Or` stop at the left side when it decides (short circuit): production scripts guard
+  `@DTL_TYPE[i + 1]` with `i + 1 <= @NUMDTLT And ...`; an array index out of range is an error.
+- Names resolve when the code runs: an undeclared variable, a sub or a system variable islrun
+  does not have fails on the line that uses it, not when the script loads.
 - `WaitForRxMsg` runs the `event rxmsg : <first field of the reply>` handler (`_TIMEOUT` when no
   reply came in time) before the statement after it; the plugin ends its events with it, so
   it behaves the same if a real POS ends the event there instead.
@@ -12,6 +14,8 @@ Semantics where ISL's are not public, chosen to be at least as strict as a real 
 - Without `RetainGlobalVar`, globals start afresh at every event the POS fires.
 - A cancelled `Input` ends the event (ExitCancel) unless `ContinueOnCancel` is set; then the
   variable is emptied and `@INPUTSTATUS` is 0.
+- Windows, the ISL touchscreen, files, printing, DLL and .NET calls go to `host.devices`
+  (devices.py), which records them; the cashier's keys and typing are scripted answers.
 """
 
 from __future__ import annotations
@@ -22,17 +26,24 @@ from dataclasses import dataclass
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Protocol
 
+from isl_plugin.islrun.device_statements import dll_call, run_device
+from isl_plugin.islrun.devices import Devices, NetError
 from isl_plugin.islrun.errors import IslRuntimeError
 from isl_plugin.islrun.nodes import (
     Assign,
+    BadStmt,
     Binary,
     BreakStmt,
     CallStmt,
     CaseStmt,
     ClearChkInfoStmt,
+    DeviceStmt,
+    DllCallStmt,
     Event,
     ExitStmt,
     Expr,
+    FieldArg,
+    ForeverStmt,
     FormatStmt,
     ForStmt,
     FuncCall,
@@ -42,6 +53,9 @@ from isl_plugin.islrun.nodes import (
     MacroStmt,
     MakeKeys,
     MessageStmt,
+    NetCall,
+    NetCallStmt,
+    NoOpStmt,
     Num,
     ReturnStmt,
     RxMsgStmt,
@@ -53,6 +67,7 @@ from isl_plugin.islrun.nodes import (
     Sub,
     SysVar,
     Target,
+    TryStmt,
     TxMsgStmt,
     Unary,
     VarRef,
@@ -61,9 +76,8 @@ from isl_plugin.islrun.nodes import (
     WhileStmt,
     WholeArray,
 )
+from isl_plugin.islrun.sysvars import PRINTERS, sysvar_spec
 from isl_plugin.islrun.values import (
-    KEY_CLEAR,
-    KEY_ENTER,
     ConversionError,
     IslType,
     KeyValue,
@@ -71,6 +85,7 @@ from isl_plugin.islrun.values import (
     apply_spec,
     convert,
     is_true,
+    named_key,
     to_int,
     to_number,
     to_text,
@@ -113,11 +128,20 @@ class Host(Protocol):
 
     def macro(self, keys: list[MacroKey]) -> None: ...
 
+    def clear_macros(self) -> None:
+        """ClearKybdMacro: forget the keys this event queued."""
+        ...
+
     def save_chk_info(self, text: str) -> None: ...
 
     def clear_chk_info(self) -> None: ...
 
     def note(self, kind: str, text: str) -> None: ...
+
+    @property
+    def devices(self) -> Devices:
+        """The screen, files, printers, DLLs and .NET assemblies around the script."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +215,27 @@ class Interpreter:
         self.received = False
         self._depth = 0
         self._initialised = False
+        self.written: dict[tuple[str, int | None], Value] = {}  # writable system variables
+        self.continue_on_cancel = "continueoncancel" in script.directives
+        self.mag_status = "N"
+        self._callers: list[Frame] = []  # the frames of the event and subs that called this one
+        self.fields: list[tuple[FieldArg, str, bool]] = []  # window input fields: prompt, swiped
+        self.file_errno = 0
+        self.file_errstr = ""
 
     # ---- the POS fires events --------------------------------------------------------------
 
     def init_globals(self) -> None:
+        """Run the top of the script: global declarations and `@Trace = n`-like settings."""
         self.globals = {}
         for stmt in self.script.globals:
-            self._declare(stmt, self.globals)
+            if isinstance(stmt, VarStmt):
+                self._declare(stmt, self.globals)
+                continue
+            try:
+                self._assign(stmt.target, self._eval(stmt.expr, {}), {})
+            except (_Fail, ConversionError) as failure:
+                raise self._error(stmt.line, str(failure)) from None
         self._initialised = True
 
     async def fire(self, kind: str, arg: str = "") -> Outcome | None:
@@ -217,7 +255,8 @@ class Interpreter:
 
     async def _run_event(self, event: Event) -> None:
         self.host.note("event", event.title)
-        await self._block(event.body, {})
+        with contextlib.suppress(_Return):  # Return in an event ends it, as the linter says
+            await self._block(event.body, {})
 
     # ---- statements --------------------------------------------------------------------------
 
@@ -231,8 +270,10 @@ class Interpreter:
     async def _stmt(self, stmt: Stmt, frame: Frame) -> None:
         try:
             await self._exec(stmt, frame)
-        except (_Fail, ValueError) as failure:  # ValueError: a value no frame can carry, too
-            raise self._error(stmt.line, str(failure)) from None
+        except (_Fail, ValueError, LookupError) as failure:  # ValueError: a value no frame
+            raise self._error(stmt.line, str(failure)) from None  # can carry, too
+        except NetError as failure:
+            raise self._error(stmt.line, f".NET call failed: {failure}") from None
         except NoInputLeft as failure:
             raise self._error(stmt.line, f"no scripted answer for Input {failure}") from None
         except NothingSent:
@@ -297,8 +338,15 @@ class Interpreter:
         elif isinstance(stmt, InputStmt):
             await self._input(stmt, frame)
         elif isinstance(stmt, MessageStmt):
-            texts = tuple(to_text(self._eval(a, frame), self.host.decimals) for a in stmt.args)
-            self.host.show(stmt.kind, texts)
+            texts = []
+            for number, arg in enumerate(stmt.args):
+                value = self._eval(arg, frame)
+                text = to_text(value, self.host.decimals)
+                spec = stmt.specs[number] if number < len(stmt.specs) else None
+                if spec is not None:
+                    text = apply_spec(text, spec, not isinstance(value, str))
+                texts.append(text)
+            self.host.show(stmt.kind, tuple(texts))
         elif isinstance(stmt, ExitStmt):
             message = ""
             if stmt.message is not None:
@@ -311,8 +359,38 @@ class Interpreter:
             self.host.save_chk_info(to_text(self._eval(stmt.expr, frame), self.host.decimals))
         elif isinstance(stmt, ClearChkInfoStmt):
             self.host.clear_chk_info()
+        elif isinstance(stmt, ForeverStmt):
+            runs = 0
+            while True:
+                runs = self._count(runs)
+                try:
+                    await self._block(stmt.body, frame)
+                except _Break:
+                    break
+        elif isinstance(stmt, TryStmt):
+            await self._try(stmt, frame)
+        elif isinstance(stmt, DeviceStmt):
+            await run_device(self, stmt, frame)
+        elif isinstance(stmt, DllCallStmt):
+            dll_call(self, stmt, frame)
+        elif isinstance(stmt, NetCallStmt):
+            self._net_call(stmt.call, frame)
+        elif isinstance(stmt, NoOpStmt):
+            if stmt.name in ("continueoncancel", "exitoncancel"):
+                self.continue_on_cancel = stmt.name == "continueoncancel"
+        elif isinstance(stmt, BadStmt):
+            raise _Fail(f"this line did not parse: {stmt.message}")
         else:  # pragma: no cover - the parser builds no other statement
             raise _Fail(f"cannot run {type(stmt).__name__}")
+
+    async def _try(self, stmt: TryStmt, frame: Frame) -> None:
+        """Simphony's Try: a statement that fails in the body (a .NET exception, a runtime
+        error) runs the Catch block instead of ending the event."""
+        try:
+            await self._block(stmt.body, frame)
+        except IslRuntimeError as failure:
+            self.host.note("warning", f"caught at line {failure.line}: {failure.message}")
+            await self._block(stmt.handler, frame)
 
     def _count(self, runs: int) -> int:
         if runs >= self.options.loop_limit:
@@ -320,19 +398,30 @@ class Interpreter:
         return runs + 1
 
     async def _for(self, stmt: ForStmt, frame: Frame) -> None:
+        """Bounds and step are evaluated once; with a negative Step the loop counts down."""
         self._assign(stmt.var, self._eval(stmt.start, frame), frame)
         end = to_number(self._eval(stmt.end, frame))
+        step = 1 if stmt.step is None else to_number(self._eval(stmt.step, frame))
+        if step == 0:
+            raise _Fail("For ... Step 0 never ends")
         runs = 0
-        while to_number(self._eval(stmt.var, frame)) <= end:
+        while True:
+            value = to_number(self._eval(stmt.var, frame))
+            if (step > 0 and value > end) or (step < 0 and value < end):
+                return
             runs = self._count(runs)
             try:
                 await self._block(stmt.body, frame)
             except _Break:
                 return
-            self._assign(stmt.var, to_number(self._eval(stmt.var, frame)) + 1, frame)
+            self._assign(stmt.var, to_number(self._eval(stmt.var, frame)) + step, frame)
 
     async def _call(self, stmt: CallStmt, frame: Frame) -> None:
-        sub = self.script.subs[stmt.name.lower()]  # the checker made sure it exists
+        sub = self.script.subs.get(stmt.name.lower())
+        if sub is None:
+            raise _Fail(f"no sub named {stmt.name}")
+        if len(stmt.args) != len(sub.params):
+            raise _Fail(f"{sub.name} takes {len(sub.params)} argument(s), got {len(stmt.args)}")
         local: Frame = {}
         for arg, param in zip(stmt.args, sub.params, strict=True):
             key = param.name.lower()
@@ -343,7 +432,11 @@ class Interpreter:
                 cell = Cell(param.name, param.type, param.type.default())
                 self._store(cell, self._eval(arg, frame))
                 local[key] = cell
-        await self._run_sub(sub, local)
+        self._callers.append(frame)
+        try:
+            await self._run_sub(sub, local)
+        finally:
+            self._callers.pop()
 
     async def _run_sub(self, sub: Sub, local: Frame) -> None:
         with contextlib.suppress(_Return):
@@ -378,6 +471,10 @@ class Interpreter:
         name = reply[0].upper() if reply else TIMEOUT_REPLY
         self.rxmsg = reply[0] if reply else TIMEOUT_REPLY.lower()
         handler = self.script.event("rxmsg", name)
+        if handler is None and "|" in name:
+            # a reply carried as one |-separated field: its name is the text before the first |
+            name = name.split("|", 1)[0]
+            handler = self.script.event("rxmsg", name)
         if handler is None:
             self.host.show("error", (f"No event rxmsg : {name}",))
             return
@@ -403,7 +500,7 @@ class Interpreter:
         answer = self.host.next_input(prompt)
         if answer is None:
             self.input_status = 0
-            if "continueoncancel" not in self.script.directives:
+            if not self.continue_on_cancel:
                 raise ScriptExit("ExitCancel", "cancelled at Input")
             answer = ""
         else:
@@ -442,8 +539,15 @@ class Interpreter:
             raise self._error(stmt.line, str(failure)) from None
 
     def _lookup(self, name: str, frame: Frame) -> Slot:
+        """A sub sees its own variables, then those of the event and subs that called it
+        (innermost first), then the globals: public scripts declare a variable in an event and
+        use it in the subs the event calls (docs/isl.md)."""
         key = name.lower()
         slot = frame.get(key)
+        for caller in reversed(self._callers):
+            if slot is not None:
+                break
+            slot = caller.get(key)
         if slot is None:
             slot = self.globals.get(key)
         if slot is None:
@@ -485,8 +589,18 @@ class Interpreter:
         cell.value = converted
 
     def _assign(self, target: Target, value: Value, frame: Frame) -> None:
-        if isinstance(target, SysVar):  # only @TRACE is writable (the parser checked)
-            self.trace = to_int(value)
+        if isinstance(target, SysVar):
+            spec = sysvar_spec(target.name)
+            if spec is None or not spec.writable:
+                raise _Fail(f"{target.name} cannot be assigned")
+            index = None if target.index is None else to_int(self._eval(target.index, frame))
+            converted, _ = convert(value, spec.type, self.host.decimals)
+            if target.name == "@TRACE":
+                self.trace = to_int(converted)
+            self.written[(target.name, index)] = converted
+            self.host.note(
+                "sysvar", f"{target.name}{'' if index is None else f'[{index}]'} = {converted}"
+            )
             return
         self._store(self._cell(target, frame), value)
 
@@ -503,6 +617,8 @@ class Interpreter:
             return self._sysvar(expr, frame)
         if isinstance(expr, FuncCall):
             return self._function(expr, frame)
+        if isinstance(expr, NetCall):
+            return self._net_call(expr, frame)
         if isinstance(expr, Unary):
             operand = self._eval(expr.operand, frame)
             if expr.op == "not":
@@ -512,37 +628,53 @@ class Interpreter:
 
     def _sysvar(self, expr: SysVar, frame: Frame) -> Value:
         name = expr.name
-        if name == "@RXMSG":
-            return self.rxmsg
-        if name == "@INPUTSTATUS":
-            return self.input_status
-        if name == "@TRACE":
-            return self.trace
-        if name == "@KEY_ENTER":
-            return KEY_ENTER
-        if name == "@KEY_CLEAR":
-            return KEY_CLEAR
-        index = None if expr.index is None else to_int(self._eval(expr.index, frame))
+        spec = sysvar_spec(name)
+        if spec is None:
+            raise _Fail(f"system variable {name} is not simulated by islrun")
+        if spec.type.kind == "KEY":
+            return named_key(name[len("@KEY_") :])
+        index = None
+        if spec.indexed:
+            if expr.index is None:
+                raise _Fail(f"{name} needs an index, as in {name}[i]")
+            index = to_int(self._eval(expr.index, frame))
+        local: dict[str, Value] = {
+            "@RXMSG": self.rxmsg,
+            "@INPUTSTATUS": self.input_status,
+            "@TRACE": self.trace,
+            "@MAGSTATUS": self.mag_status,
+            "@FILE_ERRNO": self.file_errno,
+            "@FILE_ERRSTR": self.file_errstr,
+        }
+        if name in local:
+            return local[name]
+        if name in PRINTERS:
+            return PRINTERS[name]
+        if spec.writable:
+            return self.written.get((name, index), spec.type.default())
         try:
             return self.host.sysvar(name, index)
         except IndexError as error:
             raise _Fail(str(error)) from None
 
     def _function(self, call: FuncCall, frame: Frame) -> Value:
+        if call.name == "arraysize" and len(call.args) == 1:
+            arg = call.args[0]
+            if isinstance(arg, VarRef) and arg.index is None:
+                slot = self._lookup(arg.name, frame)
+                if not isinstance(slot, ArrayCell):
+                    raise _Fail(f"ArraySize: {arg.name} is not an array")
+                return len(slot.items)
         args = [self._eval(arg, frame) for arg in call.args]
-        decimals = self.host.decimals
-        if call.name == "len":
-            return len(to_text(args[0], decimals))
-        if call.name == "trim":
-            return to_text(args[0], decimals).strip(" ")
-        if call.name == "mid":
-            text = to_text(args[0], decimals)
-            start, count = to_int(args[1]), to_int(args[2])
-            if start < 1 or count < 0:
-                raise _Fail(f"Mid(text, {start}, {count}): start counts from 1")
-            return text[start - 1 : start - 1 + count]
-        # key(type, object)
-        return KeyValue(to_int(args[0]), to_int(args[1]))
+        if call.name == "feof" and len(args) == 1:
+            return int(self.host.devices.file_eof(to_int(args[0])))
+        return call_function(call.name, args, self.host.decimals)
+
+    def _net_call(self, call: NetCall, frame: Frame) -> Value:
+        args = [self._eval(arg, frame) for arg in call.args]
+        result = self.host.devices.net_call(call.name, args)
+        self.host.note("net", f"{call.name}({len(args)} argument(s))")
+        return "" if result is None else result
 
     @staticmethod
     def _numeric(value: Value, op: str) -> int | Decimal:
@@ -551,12 +683,16 @@ class Interpreter:
         return value
 
     def _binary(self, expr: Binary, frame: Frame) -> Value:
-        left = self._eval(expr.left, frame)
-        right = self._eval(expr.right, frame)  # both sides, always: no short circuit
         op = expr.op
+        left = self._eval(expr.left, frame)
         if op in ("and", "or"):
-            both = (is_true(left), is_true(right))
-            return int(all(both)) if op == "and" else int(any(both))
+            # Short circuit: the right side runs only when the left does not decide (docs/isl.md
+            # has the evidence: production scripts guard an index with the left side).
+            decided = is_true(left)
+            if (op == "and" and not decided) or (op == "or" and decided):
+                return int(decided)
+            return int(is_true(self._eval(expr.right, frame)))
+        right = self._eval(expr.right, frame)
         if op in ("=", "<>", "<", ">", "<=", ">="):
             return int(self._compare(op, left, right))
         if op == "+" and isinstance(left, str) and isinstance(right, str):
@@ -599,3 +735,67 @@ class Interpreter:
         if op == "<=":
             return a <= b  # type: ignore[operator]
         return a >= b  # type: ignore[operator]
+
+
+def call_function(name: str, args: list[Value], decimals: int) -> Value:
+    """The ISL functions, by lower-case name; a name ISL does not know fails."""
+    from isl_plugin.islrun.parser import FUNCTIONS
+
+    arity = FUNCTIONS.get(name)
+    if arity is None:
+        raise _Fail(f"unknown function {name!r}")
+    if not arity[0] <= len(args) <= arity[1]:
+        raise _Fail(f"{name} takes {arity[0]} argument(s), got {len(args)}")
+    if name == "len":
+        return len(to_text(args[0], decimals))
+    if name == "trim":
+        return to_text(args[0], decimals).strip(" ")
+    if name == "mid":
+        text = to_text(args[0], decimals)
+        start, count = to_int(args[1]), to_int(args[2])
+        if start < 1 or count < 0:
+            raise _Fail(f"Mid(text, {start}, {count}): start counts from 1")
+        return text[start - 1 : start - 1 + count]
+    if name == "key":
+        return KeyValue(to_int(args[0]), to_int(args[1]))
+    if name == "bit":
+        return bit(args[0], to_int(args[1]))
+    if name == "instr":
+        # Instr(start, text, what): where `what` is found in `text` from `start`; 0 if not
+        start = max(to_int(args[0]), 1)
+        text, what = to_text(args[1], decimals), to_text(args[2], decimals)
+        found = text.find(what, start - 1)
+        return found + 1 if found >= 0 else 0
+    if name == "chr":
+        code = to_int(args[0])
+        if not 0 <= code <= 255:
+            raise _Fail(f"Chr({code}): a character code is 0 to 255")
+        return bytes([code]).decode("cp1252", errors="replace")
+    if name == "asc":
+        text = to_text(args[0], decimals)
+        return text[:1].encode("cp1252", errors="replace")[0] if text else 0
+    if name == "abs":
+        number = to_number(args[0])
+        return -number if number < 0 else number
+    if name == "int":
+        return to_int(args[0])
+    raise _Fail("ArraySize takes an array, as in ArraySize(items)")  # arraysize of a value
+
+
+def bit(value: Value, number: int) -> int:
+    """Bit(value, n): 1 if bit n is set. A text is hex digits, bit 1 the high bit of the first
+    digit (how @DTL_STATUS is read: Bit(@DTL_STATUS[i], 5) is a void); a number counts bit 1
+    from its low end."""
+    if number < 1:
+        raise _Fail(f"Bit(..., {number}): bits count from 1")
+    if isinstance(value, str):
+        digits = value.strip()
+        position = (number - 1) // 4
+        if position >= len(digits):
+            return 0
+        try:
+            nibble = int(digits[position], 16)
+        except ValueError:
+            raise _Fail(f"Bit: {value!r} is not hex digits") from None
+        return (nibble >> (3 - (number - 1) % 4)) & 1
+    return (to_int(value) >> (number - 1)) & 1

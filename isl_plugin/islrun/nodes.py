@@ -38,7 +38,15 @@ class SysVar:
 
 @dataclass(frozen=True, slots=True)
 class FuncCall:
-    name: str  # lower case: len, mid, trim, key
+    name: str  # lower case: len, mid, trim, key, bit ...; a name ISL does not know fails when run
+    args: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NetCall:
+    """`Namespace.Class.Method(args)`: a Simphony .NET call (NetImport), as written."""
+
+    name: str
     args: tuple[Expr, ...]
 
 
@@ -55,7 +63,7 @@ class Binary:
     right: Expr
 
 
-Expr = Num | Str | VarRef | SysVar | FuncCall | Unary | Binary
+Expr = Num | Str | VarRef | SysVar | FuncCall | NetCall | Unary | Binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +73,30 @@ class WholeArray:
     name: str
 
 
-Target = VarRef | SysVar  # something a statement can assign to (SysVar: only @TRACE)
+Target = VarRef | SysVar  # something a statement can assign to (SysVar: the writable ones)
+
+
+@dataclass(frozen=True, slots=True)
+class RefArg:
+    """`ref x` (or `ref arr[]`) in a DLL call: the DLL may write the variable back."""
+
+    target: Target | WholeArray
+
+
+@dataclass(frozen=True, slots=True)
+class FieldArg:
+    """`var{spec}` in DisplayInput / DisplayMSInput: an input field bound to a variable."""
+
+    target: Target
+    spec: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A bare word a statement takes as a keyword, such as FOpen's `read`, `write`, `append`."""
+
+    text: str
+
 
 # ---- statements --------------------------------------------------------------------------------
 
@@ -106,6 +137,24 @@ class ForStmt:
     start: Expr
     end: Expr
     body: tuple[Stmt, ...]
+    step: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForeverStmt:
+    """`Forever` ... `EndFor`: loops until Break or an exit."""
+
+    line: int
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TryStmt:
+    """Simphony's `Try` ... `Catch` ... `EndTry`: a failure in the body runs the handler."""
+
+    line: int
+    body: tuple[Stmt, ...]
+    handler: tuple[Stmt, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +244,9 @@ class InputStmt:
 @dataclass(frozen=True, slots=True)
 class MessageStmt:
     line: int
-    kind: str  # "info" | "error"
+    kind: str  # "info" | "error" | "prompt"
     args: tuple[Expr, ...]
+    specs: tuple[tuple[str, bool, int] | None, ...] = ()  # a {spec} after an argument
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +278,53 @@ class ClearChkInfoStmt:
     line: int
 
 
+DeviceArg = Expr | WholeArray | FormatItem | FieldArg | Word
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStmt:
+    """A statement that talks to the workstation around the script: windows and displays, the
+    touchscreen, files, printing, DLL handles, sleeps and beeps. `name` is lower case."""
+
+    line: int
+    name: str
+    args: tuple[DeviceArg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DllCallStmt:
+    """`DLLCall[_CDecl|_StdCall] handle, Function(args)`; `ref` arguments may be written back."""
+
+    line: int
+    handle: Target
+    function: str
+    args: tuple[Expr | RefArg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NetCallStmt:
+    line: int
+    call: NetCall
+
+
+@dataclass(frozen=True, slots=True)
+class NoOpStmt:
+    """A statement with no effect islrun can show (a directive written inside an event ...)."""
+
+    line: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class BadStmt:
+    """A line that did not parse; kept so the rest of the file loads (`--check` goes on after
+    it). Running it is an error."""
+
+    line: int
+    col: int
+    message: str
+
+
 Stmt = (
     VarStmt
     | Assign
@@ -250,6 +347,13 @@ Stmt = (
     | MacroStmt
     | SaveChkInfoStmt
     | ClearChkInfoStmt
+    | ForeverStmt
+    | TryStmt
+    | DeviceStmt
+    | DllCallStmt
+    | NetCallStmt
+    | NoOpStmt
+    | BadStmt
 )
 
 # ---- the program -------------------------------------------------------------------------------
@@ -273,7 +377,7 @@ class Sub:
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: str  # lower case: inq, final_tender, rxmsg, init, ...
-    arg: str  # "" | the inquiry number | the reply name in upper case
+    arg: str  # "" | the inquiry number | a name in upper case (a reply, a const, `*`)
     body: tuple[Stmt, ...]
     line: int
 
@@ -282,13 +386,40 @@ class Event:
         return f"{self.kind} : {self.arg}" if self.arg else self.kind
 
 
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """Something the parser or the linter has to say about a line: `error` (the line does not
+    parse: the script is refused) or `warning` (it loads, but may fail when that code runs)."""
+
+    source: str
+    line: int
+    col: int
+    severity: str  # "error" | "warning"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" + (f":{self.col}" if self.col else "")
+        return f"{where}: {self.severity}: {self.message}"
+
+
 @dataclass
 class Script:
     source: str  # file name, for messages
     directives: set[str] = field(default_factory=set)  # lower case
-    globals: list[VarStmt] = field(default_factory=list)
+    globals: list[VarStmt | Assign] = field(default_factory=list)  # run in order at load
     events: dict[tuple[str, str], Event] = field(default_factory=dict)
     subs: dict[str, Sub] = field(default_factory=dict)  # by lower-case name
+    imports: list[str] = field(default_factory=list)  # NetImport assemblies
+    includes: list[str] = field(default_factory=list)  # files Include brought in
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
 
     def event(self, kind: str, arg: str = "") -> Event | None:
         return self.events.get((kind.lower(), arg.upper()))

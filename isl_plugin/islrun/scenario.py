@@ -15,6 +15,7 @@
       - void: {line: 4}                                      # or {object: 101}
       - tender: {object: 1}                                  # amount: all that is due
       - expect: {exit: normal, shown: Welcome, info_lines: [Points], due: "0.00"}
+      - cancel: {}                                           # transaction cancel: trans_cncl
 
 docs/isl.md describes every key.
 """
@@ -37,7 +38,7 @@ from isl_plugin.islrun.link import SimLink
 from isl_plugin.islrun.nodes import Script
 from isl_plugin.islrun.station import EventRun, Register, Station, StationOptions
 
-STEP_KINDS = ("begin", "ring", "void", "press", "tender", "expect")
+STEP_KINDS = ("begin", "ring", "void", "press", "tender", "cancel", "expect")
 
 
 @dataclass
@@ -101,11 +102,13 @@ def _pos(raw: dict[str, Any]) -> PosConfig:
     for key, item in _mapping(raw.get("menu"), "pos.menu").items():
         where = f"pos.menu.{key}"
         item = _mapping(item, where)
-        _only(item, {"name", "price", "reference"}, where)
+        _only(item, {"name", "price", "reference", "family_group", "condiment"}, where)
         menu[_int(key, where)] = MenuItem(
             str(item.get("name", f"Item {key}")),
             _money(item.get("price", "0"), f"{where}.price"),
             bool(item.get("reference", False)),
+            _int(item.get("family_group", 0), f"{where}.family_group"),
+            bool(item.get("condiment", False)),
         )
     discounts = {}
     for key, entry in _mapping(raw.get("discounts"), "pos.discounts").items():
@@ -189,15 +192,29 @@ def _step(number: int, raw: object) -> Step:
         args = _mapping(value, where)
     allowed = {
         "begin": {"check", "at"},
-        "ring": {"item", "qty"},
+        "ring": {"item", "qty", "seat"},
         "void": {"line", "object", "type"},
         "press": {"key", "inputs"},
         "tender": {"object", "amount"},
-        "expect": {"exit", "shown", "not_shown", "info_lines", "total", "due", "handlers"},
+        "cancel": set(),
+        "expect": {
+            "exit",
+            "shown",
+            "not_shown",
+            "info_lines",
+            "total",
+            "due",
+            "handlers",
+            "printed",
+            "not_printed",
+            "sent",
+        },
     }[kind]
     _only(args, allowed, where)
     if kind == "press":
-        _int(args.get("key"), f"{where}.key")
+        key = args.get("key")
+        if not (isinstance(key, str) and key.isidentifier()):
+            _int(key, f"{where}.key")
         inputs = args.get("inputs", [])
         if not isinstance(inputs, list):
             raise ScenarioError(f"{where}.inputs: a list of answers expected")
@@ -249,18 +266,26 @@ async def run_steps(station: Station, scenario: Scenario) -> ScenarioResult:
         try:
             if step.kind == "begin":
                 number = _int(args.get("check"), f"{where}.check")
-                station.open_check(number, _when(args.get("at"), f"{where}.at"))
+                run = await station.begin(number, _when(args.get("at"), f"{where}.at"))
+                last = run or last
             elif step.kind == "ring":
                 qty = _int(args.get("qty", 1), f"{where}.qty")
-                station.ring(_int(args.get("item"), f"{where}.item"), qty)
+                seat = _int(args.get("seat", 0), f"{where}.seat")
+                station.ring(_int(args.get("item"), f"{where}.item"), qty, seat)
             elif step.kind == "void":
                 if "line" in args:
-                    station.void_line(_int(args["line"], f"{where}.line"))
+                    run = await station.void(_int(args["line"], f"{where}.line"))
                 else:
                     kind = str(args.get("type", ""))
-                    station.void_last(_int(args.get("object"), f"{where}.object"), kind)
+                    obj = _int(args.get("object"), f"{where}.object")
+                    run = await station.void(None, obj, kind)
+                last = run or last
+            elif step.kind == "cancel":
+                last = await station.cancel() or last
             elif step.kind == "press":
-                last = await station.press(_int(args["key"], f"{where}.key"), args["inputs"])
+                key = args["key"]
+                inquiry = key if isinstance(key, str) and key.isidentifier() else _int(key, where)
+                last = await station.press(inquiry, args["inputs"])
             elif step.kind == "tender":
                 amount = args.get("amount")
                 money = None if amount is None else _money(amount, f"{where}.amount")
@@ -303,6 +328,17 @@ def _expect(station: Station, last: EventRun | None, args: Mapping[str, Any]) ->
     for text in _as_list(args.get("handlers")):
         if last is None or text.upper() not in (h.upper() for h in last.handlers):
             problems.append(f"event {text} did not run")
+    printed = [line for job in (last.printed if last else []) for line in job.lines]
+    for text in _as_list(args.get("printed")):
+        if not any(text in line for line in printed):
+            problems.append(f"no printed line contains {text!r} (printed: {printed})")
+    for text in _as_list(args.get("not_printed")):
+        if any(text in line for line in printed):
+            problems.append(f"a printed line contains {text!r}")
+    sent = [" | ".join(fields) for fields in (last.sent if last else [])]
+    for text in _as_list(args.get("sent")):
+        if not any(text in message for message in sent):
+            problems.append(f"no request sent contains {text!r} (sent: {sent})")
     lines = check.info_lines if check else []
     for text in _as_list(args.get("info_lines")):
         if not any(text in line for line in lines):

@@ -1,9 +1,11 @@
 """A simulated workstation running a script: the `Host` the interpreter talks to.
 
-It holds the check being rung, fires the events a POS fires (an inquiry key, the final tender),
-answers `Input` from scripted answers, sends `TxMsg` over the link, plays the keyboard macros
-after each event, and records what the cashier saw and what went on the receipt, so a test can
-assert on them and the command line can print them.
+It holds the check being rung, fires the events a POS fires (an inquiry key, begin check, a
+changed detail, a cancelled transaction, the final tender), answers `Input` and the cashier's
+other keys from scripted answers, sends `TxMsg` over the link, plays the keyboard macros after
+each event, and records what the cashier saw, what was printed and what went on the receipt, so
+a test can assert on them and the command line can print them. Windows, files, printers, DLLs
+and .NET calls are its `devices` (devices.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from isl_plugin.islrun.check import Detail, PosConfig, PosError, SimCheck
+from isl_plugin.islrun.devices import Devices, PrintJob
 from isl_plugin.islrun.errors import ScenarioError
 from isl_plugin.islrun.interpreter import (
     Interpreter,
@@ -37,6 +40,7 @@ class Register:
     rvc_name: str = "Main"
     employee: int = 101
     version: str = "5.7"  # @VERSION; a RES-like "major.minor"
+    touchscreen: int = 1  # @ALPHASCREEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ class EventRun:
     macros: list[list[MacroKey]] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # what the macros did to the check
     warnings: list[str] = field(default_factory=list)
+    printed: list[PrintJob] = field(default_factory=list)  # StartPrint ... EndPrint jobs
 
     @property
     def messages(self) -> list[str]:
@@ -92,9 +97,11 @@ class Station:
         pos: PosConfig | None = None,
         options: StationOptions | None = None,
         clock: Callable[[], dt.datetime] = dt.datetime.now,
+        devices: Devices | None = None,
     ) -> None:
         self.script = script
         self.link = link
+        self._devices = devices or Devices()
         self.register = register or Register()
         self.pos = pos or PosConfig()
         self.options = options or StationOptions()
@@ -119,6 +126,10 @@ class Station:
     @property
     def decimals(self) -> int:
         return self.pos.decimals
+
+    @property
+    def devices(self) -> Devices:
+        return self._devices
 
     # ---- what the cashier does -----------------------------------------------------------------
 
@@ -145,10 +156,38 @@ class Station:
             raise ScenarioError("no check is open: begin one first")
         return self.check
 
-    def ring(self, obj: int, qty: int = 1) -> Detail:
-        detail = self._open_check().ring(obj, qty)
+    async def begin(self, number: int, at: dt.datetime | None = None) -> EventRun | None:
+        """Begin a check as the cashier does: the POS fires `begin_check` if the script has it."""
+        self.open_check(number, at)
+        return await self._fire_if("begin_check")
+
+    def ring(self, obj: int, qty: int = 1, seat: int = 0) -> Detail:
+        detail = self._open_check().ring(obj, qty, seat)
         self.trace.append(("ring", detail.describe()))
         return detail
+
+    async def void(self, line: int | None = None, obj: int = 0, kind: str = "") -> EventRun | None:
+        """Void a line (or the last line of an object) as the cashier does: the POS fires
+        `dtl_changed` if the script has it."""
+        if line is not None:
+            self.void_line(line)
+        else:
+            self.void_last(obj, kind)
+        return await self._fire_if("dtl_changed")
+
+    async def cancel(self) -> EventRun | None:
+        """Cancel the transaction: the POS fires `trans_cncl` (the check still readable), then
+        the check is closed without a tender."""
+        check = self._open_check()
+        run = await self._fire_if("trans_cncl")
+        check.closed = check.cancelled = True
+        self.trace.append(("check", f"check {check.number} cancelled"))
+        return run
+
+    async def _fire_if(self, kind: str) -> EventRun | None:
+        if self.script.event(kind) is None:
+            return None
+        return await self.fire(kind)
 
     def void_line(self, line: int) -> Detail:
         detail = self._open_check().void_line(line)
@@ -160,8 +199,9 @@ class Station:
         self.trace.append(("void", detail.describe()))
         return detail
 
-    async def press(self, inquiry: int, inputs: Sequence[str | None] = ()) -> EventRun:
-        """Touch the key that runs `event inq : <inquiry>`, with the cashier's answers."""
+    async def press(self, inquiry: int | str, inputs: Sequence[str | None] = ()) -> EventRun:
+        """Touch the key that runs `event inq : <inquiry>` (a number, or the name of a Simphony
+        inquiry such as `GetTaxTotals`), with the cashier's answers."""
         return await self.fire("inq", str(inquiry), inputs)
 
     async def tender(self, obj: int = 1, amount: Decimal | None = None) -> EventRun | None:
@@ -186,11 +226,13 @@ class Station:
         run = EventRun(event.title)
         self._run = run
         self._inputs = deque(inputs)
+        jobs_before = len(self.devices.printed)
         try:
             outcome = await self.interpreter.fire(kind, arg)
         finally:
             self._drain_link()
             self._run = None
+            run.printed = self.devices.printed[jobs_before:]
         assert outcome is not None
         run.outcome = outcome
         if self._inputs:
@@ -236,6 +278,15 @@ class Station:
             "@TREMP": reg.employee,
             "@VERSION": reg.version,
             "@WSTYPE": 1,
+            "@ALPHASCREEN": reg.touchscreen,
+            "@SLVL": 1,
+            "@MLVL": 1,
+            "@WSNAME": f"WS{reg.wsid}",
+            "@SERVERNAME": "SERVER",
+            "@CASHIER": reg.employee,
+            "@ORDERTYPE": 1,
+            "@SRVPRD": 1,
+            "@WEEKDAY": (now.weekday() + 1) % 7,
             "@YEAR": now.year % 100,
             "@MONTH": now.month,
             "@DAY": now.day,
@@ -250,6 +301,8 @@ class Station:
             return check.number if check is not None and not check.closed else 0
         if name == "@CKID":
             return ""
+        if name == "@GST":
+            return 1 if check is not None and not check.closed else 0
         details = check.details if check is not None and not check.closed else []
         money: dict[str, Decimal] = {}
         if check is not None and not check.closed:
@@ -264,7 +317,12 @@ class Station:
             return money.get(name, zero)
         if name in ("@NUMDTLT", "@NUMDTLR"):
             return len(details)
-        assert index is not None
+        if index is None:
+            raise IndexError(f"{name} is not simulated by islrun")
+        if name in ("@TAX", "@TAXVAT", "@TXBL"):
+            return zero  # the simulated POS has no tax
+        if name == "@EMPLOPT":
+            return 0
         if not 1 <= index <= len(details):
             raise IndexError(f"{name}[{index}] is out of range 1..{len(details)}")
         detail = details[index - 1]
@@ -275,7 +333,23 @@ class Station:
             "@DTL_QTY": detail.qty,
             "@DTL_TTL": detail.total,
             "@DTL_IS_VOID": int(detail.void),
+            "@DTL_IS_COND": int(detail.condiment),
+            "@DTL_IS_DEFAULT_COND": 0,
+            "@DTL_IS_COMBO": 0,
+            "@DTL_IS_COMBO_MAIN": 0,
+            "@DTL_SEAT": detail.seat,
+            "@DTL_STATUS": detail.status,
+            "@DTL_FAMGRP": detail.family_group,
+            "@DTL_FAMGRP_OBJNUM": detail.family_group,
+            "@DTL_MAJGRP_OBJNUM": 0,
+            "@DTL_SLVL": 1,
+            "@DTL_PLVL": 1,
+            "@DTL_MLVL": 1,
+            "@DTL_NAME_TWO": "",
+            "@DTL_DSCI": 0,
         }
+        if name not in values:
+            raise IndexError(f"{name} is not simulated by islrun")
         return values[name]
 
     async def send(self, fields: list[str]) -> None:
@@ -305,6 +379,9 @@ class Station:
 
     def macro(self, keys: list[MacroKey]) -> None:
         self._current().macros.append(keys)
+
+    def clear_macros(self) -> None:
+        self._current().macros.clear()
 
     def save_chk_info(self, text: str) -> None:
         if self.check is None or self.check.closed:

@@ -30,6 +30,12 @@ class KeyValue:
 KEY_ENTER = KeyValue(0, 0, "ENTER")
 KEY_CLEAR = KeyValue(0, 0, "CLEAR")
 
+
+def named_key(name: str) -> KeyValue:
+    """@KEY_<NAME>: a key of the keyboard by name (ENTER, CLEAR, HOME, CANCEL ...)."""
+    return KeyValue(0, 0, name.upper())
+
+
 Value = str | int | Decimal | KeyValue
 
 
