@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gateway_process import GatewayProcess, Spawn
 
 from gateway.domain.models import Coupon, Member
 from gateway.service import Gateway, ServiceOptions
@@ -109,3 +110,23 @@ async def gateway(service: Gateway, store: Store) -> AsyncIterator[RunningGatewa
     await server.start()
     yield RunningGateway(service, store, server, responder)
     await server.stop(grace_s=1.0)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def spawn(data_dir: Path) -> AsyncIterator[Spawn]:
+    """Start real daemon processes on `data_dir`; each is killed at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    async def start(**env: str) -> GatewayProcess:
+        process = await GatewayProcess.start(data_dir, env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        await process.close()

@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from pos_adapters.sim.register import RegisterConnection
 
 PYTHON = sys.executable
+SAMPLE = Path(__file__).resolve().parent.parent / "gateway" / "sample"
 
 
 def gateway_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -115,3 +116,13 @@ class GatewayProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             await self.wait()
+
+
+Spawn = Callable[..., Awaitable[GatewayProcess]]
+
+
+async def import_samples(data_dir: Path) -> None:
+    """The sample members and coupons, imported the way store IT does it."""
+    for kind in ("members", "coupons"):
+        code, _, err = await cli(data_dir, "import", kind, str(SAMPLE / f"{kind}.jsonl"))
+        assert code == 0, err

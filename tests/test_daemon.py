@@ -4,41 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE
-from gateway_process import GatewayProcess, cli
+from gateway_process import Spawn, cli, import_samples
 
 from pos_adapters.sim.register import RegisterConnection, RegisterTimeout
-
-Spawn = Callable[..., Awaitable[GatewayProcess]]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-async def spawn(data_dir: Path) -> AsyncIterator[Spawn]:
-    started: list[GatewayProcess] = []
-
-    async def start(**env: str) -> GatewayProcess:
-        process = await GatewayProcess.start(data_dir, env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        await process.close()
-
-
-async def import_samples(data_dir: Path) -> None:
-    for kind in ("members", "coupons"):
-        code, _, err = await cli(data_dir, "import", kind, str(SAMPLE / f"{kind}.jsonl"))
-        assert code == 0, err
 
 
 def ledger_rows(data_dir: Path, member_id: str) -> int:

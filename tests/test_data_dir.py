@@ -9,35 +9,11 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from gateway_process import PYTHON, GatewayProcess, cli, gateway_env
+from gateway_process import PYTHON, Spawn, cli, gateway_env, import_samples
 from sync_harness import until
-from test_daemon import import_samples
-
-Spawn = Callable[..., Awaitable[GatewayProcess]]
-CARD = "6001000000000001"
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-async def spawn(data_dir: Path) -> AsyncIterator[Spawn]:
-    started: list[GatewayProcess] = []
-
-    async def start(**env: str) -> GatewayProcess:
-        process = await GatewayProcess.start(data_dir, env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        await process.close()
 
 
 async def run_to_exit(

@@ -7,42 +7,19 @@ import asyncio
 import json
 import sqlite3
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import structlog
 from conftest import Clock, RunningGateway, sample_members
-from gateway_process import GatewayProcess
+from gateway_process import GatewayProcess, Spawn, import_samples
 from sync_harness import until
-from test_daemon import import_samples
 
 from gateway.domain.models import IdentRequest
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
 
 CARD = "6001000000000001"
-Spawn = Callable[..., Awaitable[GatewayProcess]]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-async def spawn(data_dir: Path) -> AsyncIterator[Spawn]:
-    started: list[GatewayProcess] = []
-
-    async def start(**env: str) -> GatewayProcess:
-        process = await GatewayProcess.start(data_dir, env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        await process.close()
 
 
 def identified_rows(db: Path) -> int:

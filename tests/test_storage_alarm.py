@@ -10,9 +10,8 @@ import urllib.request
 from pathlib import Path
 
 from conftest import RunningGateway
-from gateway_process import GatewayProcess
+from gateway_process import GatewayProcess, import_samples
 from sync_harness import until
-from test_daemon import import_samples
 
 DATE = "20261123"
 ITEMS = ";".join(f"1*{100000000 + n}*0.10" for n in range(500))  # ~24 KiB of events a check
