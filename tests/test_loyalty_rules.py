@@ -1,5 +1,6 @@
 """Loyalty rules at the edge: the rules document shaping real replies over the SIM socket,
-properties of earning and of the lottery wallet, signed app tokens and the stop switch."""
+properties of earning and of the lottery wallet, and the stop switch (signed app tokens are in
+tests/test_app_tokens.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RunningGateway, member_record
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.models import Item, PostRequest
-from gateway.domain.rules_doc import RulesDocument, TokenKey
+from gateway.domain.rules_doc import RulesDocument
 from gateway.rules.points import EarnContext, earn_points, is_birthday, tickets_and_wallet
-from gateway.rules.tokens import TokenRefused, public_key_text, sign_app_token, verify_app_token
 from gateway.store.store import Store
 
 DATE = "20261123"
@@ -179,63 +178,6 @@ def test_birthdays(birthday: str | None, day: dt.date, expected: bool) -> None:
     assert is_birthday(birthday, day) is expected
 
 
-# ---- signed app tokens --------------------------------------------------------------------------
-
-KEY_2026 = Ed25519PrivateKey.generate()
-KEY_2027 = Ed25519PrivateKey.generate()
-STRANGER = Ed25519PrivateKey.generate()
-
-
-def token_key(kid: str, private: Ed25519PrivateKey, **validity: str) -> TokenKey:
-    return TokenKey.model_validate({"kid": kid, "public_key": public_key_text(private), **validity})
-
-
-def token(private: Ed25519PrivateKey, kid: str, member: str = "M9", exp_s: int = 300) -> str:
-    now = int(NOW.timestamp())
-    return sign_app_token(
-        private, kid=kid, member_id=member, issued_at=now - 10, expires_at=now + exp_s,
-        display_name="Noor A.", tier="GOLD",
-    )  # fmt: skip
-
-
-KEYS = [
-    token_key("2026", KEY_2026, not_after="2026-12-31T23:59:59Z"),
-    token_key("2027", KEY_2027, not_before="2026-11-01T00:00:00Z"),
-]
-
-
-@pytest.mark.parametrize(
-    ("make", "reason"),
-    [
-        (lambda: token(KEY_2026, "2026"), None),
-        (lambda: token(KEY_2027, "2027"), None),  # the rotated-in key
-        (lambda: token(STRANGER, "2026"), "BAD_TOKEN"),  # forged: signed by someone else
-        (lambda: token(KEY_2026, "2026")[:-4] + "AAAA", "BAD_TOKEN"),  # tampered signature
-        (lambda: token(KEY_2026, "2026", exp_s=-600), "TOKEN_EXPIRED"),
-        (lambda: token(KEY_2026, "2026", exp_s=-60), None),  # within the clock-skew allowance
-        (lambda: token(STRANGER, "9999"), "UNKNOWN_KEY"),
-        (lambda: "LT1.not-base64!.x", "BAD_TOKEN"),
-    ],
-)
-def test_tokens(make: Any, reason: str | None) -> None:
-    if reason is None:
-        claims = verify_app_token(make(), KEYS, NOW, skew_s=120)
-        assert claims.member_id == "M9" and claims.display_name == "Noor A."
-    else:
-        with pytest.raises(TokenRefused) as refused:
-            verify_app_token(make(), KEYS, NOW, skew_s=120)
-        assert refused.value.reason == reason
-
-
-def test_a_retired_key_no_longer_identifies() -> None:
-    later = dt.datetime(2027, 2, 1, tzinfo=dt.UTC)
-    now = int(later.timestamp())
-    old = sign_app_token(KEY_2026, kid="2026", member_id="M9", issued_at=now, expires_at=now + 300)
-    with pytest.raises(TokenRefused) as refused:
-        verify_app_token(old, KEYS, later)
-    assert refused.value.reason == "UNKNOWN_KEY"
-
-
 # ---- rules shaping real replies over the SIM socket -----------------------------------------
 
 
@@ -308,39 +250,6 @@ async def test_a_lottery_month_carries_the_wallet_over_and_counts_tickets_per_mo
         assert second[1:5] == ["30", "40", "1", "5"]  # the wallet crossed into November
         assert "Tickets this month             1" in second[5:]  # a new month's count
         assert "Wallet points                  5" in second[5:]
-    finally:
-        await connection.close()
-
-
-async def test_an_app_token_identifies_a_member_this_store_never_saw(
-    gateway: RunningGateway,
-) -> None:
-    await publish(gateway.store, app_token_keys=[k.model_dump(mode="json") for k in KEYS])
-    connection = await gateway.connect()
-    station = connection.workstation(3)
-    now = int(NOW.timestamp())
-    good = sign_app_token(
-        KEY_2027, kid="2027", member_id="APP-77", issued_at=now, expires_at=now + 600,
-        display_name="Iris", tier="SILVER",
-    )  # fmt: skip
-    expired = sign_app_token(
-        KEY_2027, kid="2027", member_id="APP-77", issued_at=now - 9000, expires_at=now - 3600
-    )
-    forged = sign_app_token(
-        STRANGER, kid="2027", member_id="APP-77", issued_at=now, expires_at=now + 600
-    )
-    known = sign_app_token(KEY_2026, kid="2026", member_id="M1", issued_at=now, expires_at=now + 60)
-    try:
-        assert (await station.request("IDENT", "3", "1", "0", good))[:5] == [
-            "IDENT_OK", "APP-77", "Iris", "SILVER", "0",
-        ]  # fmt: skip
-        assert (await station.request("IDENT", "3", "1", "0", known))[:2] == ["IDENT_OK", "M1"]
-        assert (await station.request("IDENT", "3", "1", "0", expired))[:2] == [
-            "IDENT_FAIL", "TOKEN_EXPIRED",
-        ]  # fmt: skip
-        assert (await station.request("IDENT", "3", "1", "0", forged))[:2] == [
-            "IDENT_FAIL", "BAD_TOKEN",
-        ]  # fmt: skip
     finally:
         await connection.close()
 
