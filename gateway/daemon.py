@@ -357,6 +357,26 @@ class Daemon:
                 for command, latency in service.stats.latency.items()
             }
         )
+        # Protocol errors by reason and transport trouble, per register adapter: read from the
+        # adapters' own counters at each scrape (the names of /status "adapters").
+        if self.sim is not None:
+            self.metrics.add_adapter(
+                "sim_tcp",
+                replies=self.sim.responder.stats,
+                frames=[self.sim.stats],
+                connections=self.sim.stats,
+            )
+        if self.serial is not None:
+            lines = [line.stats for line in self.serial.lines]
+            self.metrics.add_adapter(
+                "serial",
+                replies=self.serial.responder.stats,
+                frames=lines,
+                outages=lambda: sum(line.outages for line in lines),
+            )
+        if self.mqtt is not None:
+            mqtt = self.mqtt
+            self.metrics.add_adapter("mqtt", replies=mqtt.stats, outages=lambda: mqtt.outages)
         history = History()
         self._tasks.append(
             asyncio.create_task(run_sampler(self.status, history), name="history-sampler")

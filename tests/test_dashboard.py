@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import member_record
+from gateway_process import GatewayProcess
 from sync_harness import post, register, start_gateway
 
 from gateway.admin.app import create_admin_app
+from gateway.admin.dashboard import unreachable_after_s
 from gateway.admin.history import History, run_sampler
 from gateway.admin.server import AdminServer
 from gateway.daemon import Daemon
@@ -548,3 +552,131 @@ async def test_the_page_shows_a_clock_behind_the_registers(
         await expect(clock).to_contain_text("behind the registers")
         await expect(clock).to_contain_text(far[:4] + "-" + far[4:6] + "-" + far[6:])
         await expect(clock).to_have_class("bad")
+
+
+# ---- a gateway that does not answer ----------------------------------------------------------
+
+VIEWPORT = {"width": 1024, "height": 768}
+GREY = "rgb(154, 161, 169)"  # --stale in dashboard.css
+
+
+async def assert_in_view(page: Page, selector: str) -> None:
+    """All of the element inside the 1024x768 window, the page not scrolled."""
+    assert await page.evaluate("window.scrollX === 0 && window.scrollY === 0")
+    box = await page.locator(selector).bounding_box()
+    assert box is not None, selector
+    assert box["x"] >= 0 and box["y"] >= 0, (selector, box)
+    assert box["x"] + box["width"] <= VIEWPORT["width"], (selector, box)
+    assert box["y"] + box["height"] <= VIEWPORT["height"], (selector, box)
+
+
+async def colour(page: Page, selector: str, prop: str = "color") -> str:
+    value: str = await page.locator(selector).evaluate(
+        "(el, prop) => getComputedStyle(el)[prop]", prop
+    )
+    return value
+
+
+async def last_answer_clock(page: Page) -> str:
+    """The time of the page's last answer from the gateway, as the page writes times."""
+    clock: str = await page.evaluate(
+        "new Date(Number(document.body.dataset.answered)).toLocaleTimeString([],"
+        " {hour: '2-digit', minute: '2-digit', second: '2-digit'})"
+    )
+    return clock
+
+
+@needs_browser
+async def test_problems_are_in_view_at_1024x768_and_a_stopped_gateway_is_unreachable(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with dashboard(tmp_path) as gw:
+        assert gw.daemon.store is not None
+        await gw.daemon.store.upsert_members([member_record("M1")])
+        connection, station = await register(gw.daemon, 4)
+        try:
+            assert (await post(station, 4, 1, member="M1"))[0] == "POST_OK"
+        finally:
+            await connection.close()
+        await dead_letter_one_event(gw.daemon)
+
+        page = await open_page(browser, gw.url, viewport=VIEWPORT)
+        await expect(page.locator("#dead-letters")).to_have_text("1")
+        await expect(page.locator("#retry-dead-letters")).to_be_visible()
+        await expect(page.locator("body")).to_have_attribute("data-gateway", "answering")
+        await expect(page.locator("#unreachable")).to_be_hidden()
+        # The Problems panel, its retry button included, without scrolling.
+        await assert_in_view(page, "#problems")
+        await assert_in_view(page, "#retry-dead-letters")
+        assert await colour(page, "#dead-letters") != GREY
+        await page.screenshot(path=tmp_path / "dashboard-answering.png")
+
+        await gw.server.stop()  # the admin API is gone: connections are refused
+
+        banner = page.locator("#unreachable")
+        await expect(banner).to_be_visible()
+        await expect(banner).to_contain_text("UNREACHABLE")
+        await expect(banner).to_contain_text("no connection")
+        await expect(page.locator("body")).to_have_attribute("data-gateway", "unreachable")
+        # The badge no longer shows central's last state, and says when the last answer came.
+        badge = page.locator("#central-state")
+        await expect(badge).to_have_text("UNREACHABLE")
+        assert await colour(page, "#central-state", "backgroundColor") == "rgb(61, 65, 71)"
+        clock = await last_answer_clock(page)
+        await expect(banner).to_contain_text(f"last answer at {clock}")
+        await expect(page.locator("#central-since")).to_contain_text(f"last answer at {clock}")
+        # Its age goes on counting (no frozen "0 s ago"): at least 2 s by the next polls.
+        await expect(banner).to_contain_text(re.compile(r"\((?:[2-9]|\d{2,}) s ago\)"))
+        # What the page still shows is greyed: times and figures of the last answer.
+        for selector in ("#central-since", "#updated", "#uptime", "#dead-letters", "#storage"):
+            assert await colour(page, selector) == GREY, selector
+        assert await colour(page, '[data-program="lottery"] .program-state', "backgroundColor") == (
+            GREY
+        )
+        # Nothing can be switched while nobody answers.
+        await expect(page.locator('[data-program="lottery"] .program-switch')).to_be_disabled()
+        await expect(page.locator("#retry-dead-letters")).to_be_disabled()
+        # On top of the page, and Problems still in view below it.
+        await assert_in_view(page, "#unreachable")
+        banner_box = await banner.bounding_box()
+        assert banner_box is not None and banner_box["y"] == 0
+        await assert_in_view(page, "#problems")
+        await page.screenshot(path=tmp_path / "dashboard-unreachable.png")
+
+
+@needs_browser
+async def test_a_hung_gateway_times_out_to_unreachable_and_is_shown_again_when_it_answers(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """The real daemon in a process of its own, stopped (SIGSTOP): connections are accepted by
+    the kernel but nothing answers, so only the page's own timeout can tell."""
+    gateway = await GatewayProcess.start(tmp_path / "data")
+    try:
+        admin_port = gateway.events("gateway_ready")[0]["admin_port"]
+        page = await open_page(browser, f"http://127.0.0.1:{admin_port}/", viewport=VIEWPORT)
+        badge = page.locator("#central-state")
+        await expect(badge).to_have_text("STANDALONE")
+        timeout_s = round(unreachable_after_s(5.0))  # the daemon's page polls every 5 s
+        within_ms = (5 + timeout_s + 10) * 1000
+
+        gateway.process.send_signal(signal.SIGSTOP)
+        banner = page.locator("#unreachable")
+        await expect(banner).to_contain_text(f"no answer within {timeout_s} s", timeout=within_ms)
+        await expect(badge).to_have_text("UNREACHABLE")
+        assert await colour(page, "#updated") == GREY
+        await assert_in_view(page, "#problems")
+
+        gateway.process.send_signal(signal.SIGCONT)
+        await expect(badge).to_have_text("STANDALONE", timeout=within_ms)
+        await expect(banner).to_be_hidden()
+        await expect(page.locator("body")).to_have_attribute("data-gateway", "answering")
+        assert await colour(page, "#updated") != GREY
+        await expect(page.locator('[data-program="lottery"] .program-switch')).to_be_enabled()
+
+        await gateway.kill()  # a crash: the port is closed
+        await expect(banner).to_contain_text("no connection", timeout=within_ms)
+        await expect(badge).to_have_text("UNREACHABLE")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            gateway.process.send_signal(signal.SIGCONT)
+        await gateway.close()

@@ -1,7 +1,8 @@
 """The dashboard page at `/` of the admin API: one HTML document (its CSS and JavaScript inline,
 from the files in `static/`), no build step. The page is a shell; its script fills it from
-`/status` and `/history` and refreshes every few seconds. Everything it shows from the gateway
-goes in through `textContent`, never as markup.
+`/status` and `/history` and refreshes every few seconds; when the gateway does not answer (no
+connection, or nothing within `unreachable_after_s`), it says UNREACHABLE on top. Everything
+it shows from the gateway goes in through `textContent`, never as markup.
 
 Inline code runs under a per-response nonce, and the page may not be framed: the stop switch is
 one click, so no other site may overlay it (clickjacking) or inject into it."""
@@ -43,6 +44,12 @@ def _fill(template: str, nonce: str, **parts: str) -> str:
     return page
 
 
+def unreachable_after_s(refresh_s: float) -> float:
+    """How long the page waits for an answer before it says the gateway is unreachable: two
+    refresh intervals, and never under 3 s (a busy gateway is slow, not gone)."""
+    return max(3.0, 2 * refresh_s)
+
+
 def render_page(
     *,
     programs: Sequence[str],
@@ -57,6 +64,8 @@ def render_page(
         "retryAvailable": retry_available,
         "historyAvailable": history_available,
         "refreshMs": int(refresh_s * 1000),
+        # No answer within this: the page says UNREACHABLE (a stopped or hung gateway).
+        "timeoutMs": int(unreachable_after_s(refresh_s) * 1000),
     }
     # "</" cannot end the JSON's script element early.
     config_json = json.dumps(config).replace("</", "<\\/")

@@ -1,6 +1,8 @@
 // The dashboard's script: fetches /status and /history, fills the page, flips the stop switch.
 // Gateway data goes in through textContent only. With an admin token, the page was opened once
 // with ?token=; the token is kept in this tab's sessionStorage and sent as a bearer header.
+// When the gateway does not answer (no connection, or no answer within config.timeoutMs), the
+// page says UNREACHABLE on top with the time of the last answer, and greys what it still shows.
 "use strict";
 (() => {
   const config = JSON.parse(document.getElementById("config").textContent);
@@ -16,6 +18,8 @@
   operator.addEventListener("change", () => localStorage.setItem("gatewayOperator", operator.value));
 
   let lastStatus = null;
+  let lastAnswerAt = null; // Unix time of the gateway's last answer, by this browser's clock
+  const pageTitle = document.title;
   let seenState = null; // when /history cannot say since when, the page's own observation
   let seenSince = null;
   let seenSinceExact = false;
@@ -28,18 +32,39 @@
     return h;
   }
 
+  // The gateway did not answer at all: the connection failed, or nothing came back in time.
+  class Unreachable extends Error {}
+
   async function api(path, body) {
+    const controller = new AbortController();
     const init = body === undefined
       ? { headers: headers(false), cache: "no-store" }
       : { method: "POST", headers: headers(true), body: JSON.stringify(body), cache: "no-store" };
-    const response = await fetch(path, init);
-    if (response.status === 401) throw new Error("The admin token was refused: open the page again with ?token=");
-    if (!response.ok) {
-      // The API says why in JSON (a refused Host name or origin names what to configure).
-      const why = await response.json().then((b) => b.detail || b.error, () => null);
-      throw new Error(path + " answered " + response.status + (why ? ": " + why : ""));
+    init.signal = controller.signal;
+    const timer = setTimeout(() => controller.abort(), config.timeoutMs);
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (error) {
+      clearTimeout(timer);
+      throw new Unreachable(controller.signal.aborted
+        ? "no answer within " + Math.round(config.timeoutMs / 1000) + " s"
+        : "no connection");
     }
-    return response.json();
+    try {
+      if (response.status === 401) throw new Error("The admin token was refused: open the page again with ?token=");
+      if (!response.ok) {
+        // The API says why in JSON (a refused Host name or origin names what to configure).
+        const why = await response.json().then((b) => b.detail || b.error, () => null);
+        throw new Error(path + " answered " + response.status + (why ? ": " + why : ""));
+      }
+      return await response.json();
+    } catch (error) {
+      if (controller.signal.aborted) throw new Unreachable("the answer stopped half-way");
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   function text(id, value, cls) {
@@ -63,10 +88,65 @@
     return clock + " (" + ago(Date.now() / 1000 - unix) + " ago)";
   }
 
+  // The red bar under the header. What a button's request ran into stays for a while; what a
+  // poll ran into goes with the next good poll.
+  const ACTION_ALERT_MS = 60000;
+  let actionAlertUntil = 0;
+
   function alertBox(message) {
     const box = $("alert");
     box.hidden = !message;
     box.textContent = message || "";
+  }
+
+  function actionAlert(message) {
+    actionAlertUntil = Date.now() + ACTION_ALERT_MS;
+    alertBox(message);
+  }
+
+  // The buttons that change the gateway: disabled while it does not answer ("offline"), and
+  // while their own request runs ("busy").
+  function switches() {
+    return [...document.querySelectorAll(".program-switch"), $("retry-dead-letters")];
+  }
+
+  function settle(button) {
+    button.disabled = Boolean(button.dataset.offline || button.dataset.busy);
+    if (button.dataset.offline) button.title = "The gateway is not answering";
+    else button.removeAttribute("title");
+  }
+
+  // The top of the page says the gateway is not answering, since when, and why; the badge no
+  // longer shows central's last state; everything still on the page is greyed (its last answer).
+  function showUnreachable(why) {
+    document.body.classList.add("stale");
+    document.body.dataset.gateway = "unreachable";
+    document.title = "UNREACHABLE · " + pageTitle;
+    const since = lastAnswerAt
+      ? "last answer at " + when(lastAnswerAt)
+      : "no answer since this page was opened";
+    text("unreachable-detail", "The gateway is not answering (" + why + "); " + since +
+      ". Everything below is from that answer. Is the service running?");
+    $("unreachable").hidden = false;
+    text("central-state", "UNREACHABLE", "badge UNREACHABLE");
+    text("central-since", lastAnswerAt ? "last answer at " + when(lastAnswerAt) : "");
+    for (const button of switches()) {
+      button.dataset.offline = "1";
+      settle(button);
+    }
+  }
+
+  function showReachable() {
+    lastAnswerAt = Date.now() / 1000;
+    document.body.dataset.answered = String(Math.round(lastAnswerAt * 1000));
+    document.body.classList.remove("stale");
+    document.body.dataset.gateway = "answering";
+    document.title = pageTitle;
+    $("unreachable").hidden = true;
+    for (const button of switches()) {
+      delete button.dataset.offline;
+      settle(button);
+    }
   }
 
   function renderHeader(status, hist) {
@@ -138,14 +218,22 @@
       ? "Pause the " + name + " in this store? Registers stop offering it with their next request."
       : "Resume the " + name + " in this store?";
     if (!confirm(question)) return;
-    button.disabled = true;
+    button.dataset.busy = "1";
+    settle(button);
     try {
       await api("/programs/" + encodeURIComponent(name) + "/" + action, { by: operator.value.trim() || "dashboard" });
+      actionAlertUntil = 0; // done: an earlier button's trouble is over
       await refresh(); // show the change at once, not at the next poll
     } catch (error) {
-      alertBox(error.message);
+      if (error instanceof Unreachable) {
+        await refresh(); // shows UNREACHABLE on top (or the switch, had it been made)
+        actionAlert("The gateway did not answer the switch (" + error.message + "): whether it was made shows when the gateway answers again.");
+      } else {
+        actionAlert(error.message);
+      }
     } finally {
-      button.disabled = false;
+      delete button.dataset.busy;
+      settle(button);
     }
   }
 
@@ -255,42 +343,61 @@
     }
   }
 
-  let inFlight = null;
-  async function refresh() {
-    if (inFlight) await inFlight.catch(() => {});
-    inFlight = (async () => {
-      try {
-        const [status, hist] = await Promise.all([
-          api("/status"),
-          config.historyAvailable ? api("/history") : Promise.resolve(null),
-        ]);
-        lastStatus = status;
-        renderHeader(status, hist);
-        renderPrograms(status, hist);
-        renderBody(status, hist);
-        document.body.dataset.refreshed = String(Date.now());
-        alertBox(null);
-      } catch (error) {
+  async function poll() {
+    try {
+      const [status, hist] = await Promise.all([
+        api("/status"),
+        config.historyAvailable ? api("/history") : Promise.resolve(null),
+      ]);
+      lastStatus = status;
+      showReachable();
+      renderHeader(status, hist);
+      renderPrograms(status, hist);
+      renderBody(status, hist);
+      document.body.dataset.refreshed = String(Date.now());
+      if (Date.now() >= actionAlertUntil) alertBox(null);
+    } catch (error) {
+      if (error instanceof Unreachable) {
+        showUnreachable(error.message);
+      } else {
         alertBox(error.message + (lastStatus ? " (showing the last answer)" : ""));
       }
-    })();
-    return inFlight;
+    }
+  }
+
+  // One poll at a time: a gateway that hangs must not pile up requests (each ends by timeout).
+  let inFlight = null;
+  async function refresh() {
+    while (inFlight) await inFlight;
+    inFlight = poll();
+    try {
+      await inFlight;
+    } finally {
+      inFlight = null;
+    }
   }
 
   $("retry-dead-letters").addEventListener("click", async (event) => {
     const n = lastStatus ? lastStatus.dead_letters : 0;
     if (!confirm("Send the " + n + " dead letter(s) to central again? Central de-duplicates, nothing counts twice.")) return;
-    event.target.disabled = true;
+    const button = event.target;
+    button.dataset.busy = "1";
+    settle(button);
     try {
       await api("/dead-letters/retry", {});
+      actionAlertUntil = 0;
       await refresh();
     } catch (error) {
-      alertBox(error.message);
+      if (error instanceof Unreachable) await refresh();
+      actionAlert(error.message);
     } finally {
-      event.target.disabled = false;
+      delete button.dataset.busy;
+      settle(button);
     }
   });
 
   refresh();
-  setInterval(refresh, config.refreshMs);
+  setInterval(() => {
+    if (!inFlight) refresh();
+  }, config.refreshMs);
 })();
