@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import shutil
 import socket
 import sqlite3
 import ssl
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,23 +28,117 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "packaging" / "systemd" / "edge-gateway.service"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze missing (make system-deps)"
+)
+
+
+def _settings(text: str) -> list[tuple[str, str]]:
+    """The unit's Key=value lines, in order (comments and section headers left out)."""
+    pairs = []
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+@needs_systemd_analyze
 def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
-    # verify insists that ExecStart exists: point it at this checkout's entry point.
+    # verify insists that ExecStart exists: point it at this checkout's entry point. The man
+    # page of Documentation= exists only once the package is installed (test_packaging checks
+    # verify there, man page included).
     unit = tmp_path / "edge-gateway.service"
     binary = ROOT / ".venv" / "bin" / "edge-gateway"
     text = UNIT.read_text().replace("/opt/edge-gateway/bin/edge-gateway", str(binary))
     unit.write_text(text)
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     for setting in (
         "Type=notify", "WatchdogSec=", "Restart=on-failure", "User=edge-gateway",
         "StateDirectory=edge-gateway", "ProtectSystem=strict", "NoNewPrivileges=yes",
-        "PrivateTmp=yes", "RestrictAddressFamilies=",
+        "PrivateTmp=yes", "RestrictAddressFamilies=", "LimitNOFILE=8192",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ):  # fmt: skip
         assert setting in text
+
+
+def test_the_unit_takes_overrides_only_from_etc_default() -> None:
+    # An Environment= line beats gateway.toml without check-config in a shell ever seeing it:
+    # the unit has none; store IT overrides in /etc/default/edge-gateway, which the package
+    # ships with every line commented out, and the data directory is gateway.toml's.
+    settings = _settings(UNIT.read_text())
+    assert [key for key, _ in settings if key == "Environment"] == []
+    assert ("EnvironmentFile", "-/etc/default/edge-gateway") in settings
+    defaults = ROOT / "packaging" / "debian" / "default"
+    active = [ln for ln in defaults.read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    assert active == []
+    config = tomllib.loads((ROOT / "packaging" / "gateway.toml").read_text())
+    assert config["data_dir"] == "/var/lib/edge-gateway"  # = StateDirectory=edge-gateway
+    assert ("StateDirectory", "edge-gateway") in settings
+
+
+def test_the_unit_leaves_serial_ports_and_the_network_usable() -> None:
+    settings = dict(_settings(UNIT.read_text()))
+    # Serial registers: /dev/tty* stays visible, and the dialout group opens it.
+    assert settings.get("PrivateDevices", "no") == "no"
+    assert "DeviceAllow" not in settings and settings.get("DevicePolicy", "auto") == "auto"
+    assert settings["SupplementaryGroups"] == "dialout"
+    # Registers connect in, central and the broker are reached out: no private network, IPv4
+    # and IPv6 sockets, no IP allow list shipped (documented as a drop-in per chain).
+    assert settings.get("PrivateNetwork", "no") == "no"
+    assert {"AF_INET", "AF_INET6", "AF_UNIX"} <= set(settings["RestrictAddressFamilies"].split())
+    assert "IPAddressDeny" not in settings
+    # process_* metrics read /proc/self and /proc/stat; the writer needs its state directory.
+    assert settings.get("ProcSubset", "all") == "all"
+    assert settings["ProtectSystem"] == "strict"
+
+
+@needs_systemd_analyze
+def test_the_unit_exposure_is_two_or_lower() -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    match = re.search(
+        r"Overall exposure level for edge-gateway\.service: (\d+\.\d+)", result.stdout
+    )
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout
+
+
+@needs_systemd_analyze
+def test_the_unit_system_call_filter_allows_what_the_daemon_calls() -> None:
+    # SystemCallFilter=@system-service, then ~@privileged @resources (EPERM). What the daemon
+    # and its libraries call must stay allowed: sockets, epoll, SQLite's fsync and fcntl locks,
+    # the serial lines' ioctl, getrandom (ULIDs, TLS), prlimit64 (the open-file limit).
+    def group(name: str) -> set[str]:
+        out = subprocess.run(
+            ["systemd-analyze", "syscall-filter", "--no-pager", name],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        calls: set[str] = set()
+        for line in out.splitlines()[1:]:  # the first line is the group's own name
+            word = line.strip()
+            if word.startswith("@"):
+                calls |= group(word)  # groups include groups
+            elif re.fullmatch(r"[a-z_0-9]+", word):
+                calls.add(word)
+        return calls
+
+    allowed = group("@system-service") - group("@privileged") - group("@resources")
+    needed = {
+        "socket", "bind", "listen", "accept4", "connect", "sendmsg", "recvfrom", "epoll_wait",
+        "fsync", "fdatasync", "fcntl", "ioctl", "getrandom", "prlimit64", "openat", "mmap",
+        "clone3", "futex", "kill",
+    }  # fmt: skip
+    assert needed - allowed == set()
+    settings = _settings(UNIT.read_text())
+    assert ("SystemCallFilter", "@system-service") in settings
+    assert ("SystemCallFilter", "~@privileged @resources") in settings
 
 
 async def test_a_backup_taken_under_load_opens_and_passes_integrity_check(
