@@ -60,6 +60,7 @@ async def test_the_sample_scenario_runs_and_every_expectation_holds(
     check = result.station.check
     assert check is not None and check.closed and check.total == Decimal("15.40")
     assert [run.event for run in result.station.runs] == [
+        "begin_check",
         "inq : 5",
         "inq : 1",
         "inq : 2",
@@ -77,6 +78,7 @@ async def test_the_offline_sample_scenario_holds_with_no_gateway_listening() -> 
     assert check is not None and check.closed
     runs = result.station.runs
     assert [(run.event, run.outcome.exit) for run in runs] == [
+        ("begin_check", "normal"),
         ("inq : 1", "normal"),
         ("inq : 2", "normal"),
         ("final_tender", "normal"),
@@ -112,7 +114,7 @@ async def test_command_line_exits_1_when_an_expectation_fails(
 
 def test_check_mode_parses_the_shipped_plugin(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(PLUGIN), "--check"]) == 0
-    assert capsys.readouterr().out.startswith("pms9.isl: OK (18 events: inq : 1, ")
+    assert capsys.readouterr().out.startswith("pms9.isl: OK (21 events: inq : 1, ")
 
 
 def test_check_reports_every_bad_line_with_line_and_column_and_exits_2(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import RunningGateway
+from conftest import RunningGateway, member_record
 
 from gateway.domain.reasons import Reason
 from gateway.service import receipt_line
@@ -24,7 +24,9 @@ from isl_plugin.islrun import (
     SimLink,
     Station,
     StationOptions,
+    load_scenario,
     parse_script,
+    run_scenario,
 )
 from isl_plugin.islrun.values import KEY_ENTER, KeyValue
 
@@ -100,7 +102,8 @@ async def test_member_coupon_and_tender_put_the_discount_on_the_check_and_points
     assert ident.sent == [["IDENT", "7", "1", "1001", CARD_M1]]
     assert ident.handlers == ["IDENT_OK"]
     assert ident.saw("Welcome Ann K. - 120 pts")
-    assert check.info_lines == ["Member Ann K."]
+    # The member and the balance go on the check when the card is read, as real scripts do.
+    assert check.info_lines == ["Member Ann K.", "Points balance 120"]
 
     coupon = await station.press(2, ["WELCOME5"])
     assert coupon.sent == [["COUPON", "7", "1001", "M1", "WELCOME5", "20.40"]]
@@ -129,12 +132,21 @@ async def test_member_coupon_and_tender_put_the_discount_on_the_check_and_points
     assert check.closed
     post_ok = final.replies[0]
     assert post_ok is not None
-    assert check.info_lines == post_ok[5:]  # every receipt line the gateway sent, in order
+    # The identification lines are cleared at the final tender; the receipt printer prints
+    # every receipt line the gateway sent, in order, under the title.
+    assert check.info_lines == []
+    [job] = final.printed
+    assert (job.printer, job.ended) == ("RCPT", True)
+    assert job.lines == ["LOYALTY", *post_ok[5:]]
     # Points are earned on what the customer paid: 15.40 -> 15, and 120 + 15 on the receipt.
     assert post_ok[1:3] == ["15", "135"]
-    assert receipt_line("Points this visit", "15") in check.info_lines
-    assert receipt_line("Points balance", "135") in check.info_lines
-    assert check.info_lines[0] == receipt_line("Member", "Ann K.")
+    assert job.lines[1:] == [
+        receipt_line("Member", "Ann K."),
+        receipt_line("Points this visit", "15"),
+        receipt_line("Points balance", "135"),
+        receipt_line("You saved", "€5.00"),
+    ]
+    assert all(len(line) <= 24 for line in job.lines)
 
     # The gateway kept it: the next check of the same member starts from 135.
     ring_lunch(station, 1002)
@@ -166,6 +178,8 @@ async def test_free_item_coupon_rings_the_item_and_discounts_it_off(
     await station.press(1, [CARD_M1])
     coupon = await station.press(2, ["BDAY-M1"])
     assert coupon.saw("Free item")
+    # The item, then the item discount; every key followed by ENTER, as real scripts do.
+    assert coupon.macros[0] == [KeyValue(3, 5001), KEY_ENTER, KeyValue(5, 102), KEY_ENTER]
     check = station.check
     assert check is not None
     assert [(d.type, d.object, d.total) for d in check.details[2:5]] == [
@@ -264,7 +278,10 @@ async def test_gateway_stopped_mid_check_shows_the_offline_message_and_the_sale_
     assert final.sent[0][0] == "POST" and final.replies == [None]
     assert final.saw("Loyalty offline - go on / Points not recorded")
     assert check.closed and check.due == Decimal("0.00")
-    assert check.info_lines == ["Loyalty points not recorded"]
+    assert check.info_lines == []
+    assert [(job.printer, job.lines) for job in final.printed] == [
+        ("RCPT", ["LOYALTY", "Points not recorded"])
+    ]
 
 
 async def test_a_gateway_that_does_not_answer_in_time_gets_the_same_offline_message(
@@ -315,9 +332,11 @@ async def test_a_member_who_consents_joins_the_lottery_and_the_receipt_shows_tic
     assert post_ok is not None
     # 20.40 earns 20 points; they go to the wallet (tickets at 50), the balance stays at 120.
     assert post_ok[1:5] == ["20", "120", "0", "20"]
-    assert station.check is not None
-    assert station.check.info_lines == post_ok[5:]
-    assert receipt_line("Wallet points", "20") in station.check.info_lines
+    [job] = final.printed
+    assert job.lines[1:] == post_ok[5:]
+    assert receipt_line("Points this visit", "20") in job.lines  # the points as well as
+    assert receipt_line("Tickets this visit", "0") in job.lines  # the tickets
+    assert receipt_line("Wallet points", "20") in job.lines
 
     ring_lunch(station, 1002)
     again = await station.press(1, [CARD_M1])
@@ -433,7 +452,7 @@ async def test_status_key_shows_the_installed_settings_and_the_gateway_state(
     station = make_station()
     run = await station.press(5)
     assert run.sent == [["PING"]] and run.handlers == ["PONG"]
-    assert run.saw("pms9 v1.0.0 timeout 5 s / Gateway ")
+    assert run.saw("pms9 v1.1.0 timeout 5 s / Gateway ")
     assert run.saw("STANDALONE")
 
 
@@ -452,3 +471,348 @@ async def test_workstations_on_their_own_links_post_their_own_checks(
     posts = await asyncio.gather(*(visit(station) for station in stations))
     assert [post[1] for post in posts] == ["3", "4", "5"]
     assert all(s.runs[-1].handlers == ["POST_OK"] for s in stations)
+
+
+# ---- check information lines ----------------------------------------------------------------
+
+
+async def test_identification_writes_the_member_and_the_balance_cut_to_24_characters(
+    make_station: StationFactory, gateway: RunningGateway
+) -> None:
+    name = "Maximilian Alexander von Wolfsburg"
+    await gateway.store.upsert_members(
+        [member_record("M9", display_name=name, points_balance=1_234_567)]
+    )
+    station = make_station()
+    ring_lunch(station)
+    run = await station.press(1, ["CARD-M9"])
+    assert run.handlers == ["IDENT_OK"] and run.warnings == []
+    assert station.check is not None
+    assert station.check.info_lines == [f"Member {name}"[:24], "Points balance 1234567"]
+    assert station.check.info_lines[0] == "Member Maximilian Alexan"
+
+
+async def test_a_member_identified_before_the_check_is_begun_gets_the_lines_at_begin_check(
+    make_station: StationFactory,
+) -> None:
+    station = make_station()
+    early = await station.press(1, [CARD_M1])  # no check yet: nothing to write the lines on
+    assert early.handlers == ["IDENT_OK"] and early.warnings == []
+    begin = await station.begin(1005)
+    assert begin is not None and begin.outcome.exit == "normal" and begin.sent == []
+    check = station.check
+    assert check is not None and check.info_lines == ["Member Ann K.", "Points balance 120"]
+    station.ring(1001, 2)
+    final = await station.tender(1)
+    assert final is not None and final.sent[0][3:6] == ["1005", "20261123", "M1"]
+    assert check.info_lines == []  # cleared at the final tender
+
+
+# ---- a cancelled check ---------------------------------------------------------------------------
+
+
+async def test_a_cancelled_check_releases_every_coupon_it_held_and_forgets_the_member(
+    make_station: StationFactory,
+) -> None:
+    station = make_station()
+    ring_lunch(station)
+    await station.press(1, [CARD_M5])
+    refs = []
+    for code in ("REWARD-M5", "TENOFF"):
+        coupon = await station.press(2, [code])
+        reply = coupon.replies[0]
+        assert reply is not None and reply[0] == "COUPON_OK"
+        refs.append(reply[1])
+    check = station.check
+    assert check is not None and check.info_lines
+
+    cancel = await station.cancel()
+    assert cancel is not None and cancel.outcome.exit == "normal"
+    assert cancel.sent == [["COUPON_VOID", "7", "1001", ref] for ref in refs]
+    assert cancel.replies == [["COUPON_VOID_OK"], ["COUPON_VOID_OK"]]
+    assert cancel.saw("Loyalty / Coupon released")
+    assert check.cancelled and check.info_lines == []
+
+    # Eva's single-use reward serves her next check at once; the member is not carried over.
+    ring_lunch(station, 1002)
+    nobody = await station.tender(1)
+    assert nobody is not None and nobody.sent == []
+    ring_lunch(station, 1003)
+    await station.press(1, [CARD_M5])
+    again = await station.press(2, ["REWARD-M5"])
+    assert again.handlers == ["COUPON_OK"]
+
+
+async def test_a_cancelled_check_without_coupons_sends_nothing(
+    make_station: StationFactory,
+) -> None:
+    station = make_station()
+    ring_lunch(station)
+    await station.press(1, [CARD_M1])
+    cancel = await station.cancel()
+    assert cancel is not None and cancel.sent == [] and cancel.shown == []
+
+
+# ---- a voided discount line ------------------------------------------------------------------
+
+
+async def test_voiding_a_loyalty_discount_line_releases_its_coupon_at_once(
+    make_station: StationFactory,
+) -> None:
+    station = make_station()
+    ring_lunch(station)
+    station.ring(1001)
+    await station.press(1, [CARD_M5])
+    coupon = await station.press(2, ["REWARD-M5"])
+    reply = coupon.replies[0]
+    assert reply is not None
+    ref = reply[1]
+
+    item = await station.void(3)  # an ordinary item: nothing to release
+    assert item is not None and item.sent == [] and item.shown == []
+    discount = await station.void(None, 101, "D")
+    assert discount is not None
+    assert discount.sent == [["COUPON_VOID", "7", "1001", ref]]
+    assert discount.replies == [["COUPON_VOID_OK"]]
+    assert discount.saw("Loyalty / Coupon released")
+    marker = await station.void(None, 9001, "M")  # its marker too: already released
+    assert marker is not None and marker.sent == []
+
+    final = await station.tender(1)
+    assert final is not None
+    assert final.sent[0][6:] == ["20.40", "20.40", "2*1001*7.00;1*1002*13.40", ""]
+
+    ring_lunch(station, 1002)
+    await station.press(1, [CARD_M5])
+    assert (await station.press(2, ["REWARD-M5"])).handlers == ["COUPON_OK"]
+
+
+async def test_a_coupon_released_by_its_key_is_not_released_again_when_its_line_is_voided(
+    make_station: StationFactory,
+) -> None:
+    station = make_station()
+    ring_lunch(station)
+    await station.press(1, [CARD_M1])
+    await station.press(2, ["WELCOME5"])
+    release = await station.press(3)
+    assert [fields[0] for fields in release.sent] == ["COUPON_VOID"]
+    void = await station.void(None, 101, "D")
+    assert void is not None and void.sent == []
+
+
+async def test_a_release_that_gets_no_answer_keeps_the_coupon_off_the_post(
+    make_station: StationFactory, gateway: RunningGateway
+) -> None:
+    station = make_station(timeout_s=0.5)
+    ring_lunch(station)
+    await station.press(1, [CARD_M1])
+    await station.press(2, ["WELCOME5"])
+    await gateway.server.stop(grace_s=1.0)
+
+    void = await station.void(None, 101, "D")
+    assert void is not None and void.outcome.exit == "normal"
+    assert [fields[0] for fields in void.sent] == ["COUPON_VOID"] and void.replies == [None]
+    assert void.saw("Loyalty offline - go on / Coupon held until it expires")
+    final = await station.tender(1)
+    assert final is not None and final.outcome.exit == "normal"
+    assert final.sent[0][6:] == ["20.40", "20.40", "2*1001*7.00;1*1002*13.40", ""]
+
+
+# ---- the reply style of the public scripts ---------------------------------------------------
+
+PIPE_REPLIES = {
+    "PING": "PONG|STANDALONE|0.1.0",
+    "IDENT": "IDENT_OK|M1|Ann K.|GOLD|120|POINTS|Welcome Ann K.",
+    "COUPON": "COUPON_OK|C0FFEE|AMOUNT|101|5.00||Coupon OK: 5.00 off",
+    "POST": "POST_OK|15|135|0|0|Member            Ann K.|Points this visit     15",
+}
+
+
+def _frames(buffer: bytearray) -> list[bytes]:
+    frames = []
+    while (end := buffer.find(b"\x04")) >= 0:
+        frames.append(bytes(buffer[: end + 1]))
+        del buffer[: end + 1]
+    return frames
+
+
+def _parse(frame: bytes) -> tuple[bytes, bytes, list[str]]:
+    """source id, seq, fields of a SIM frame (DESIGN.md section 2)."""
+    stx = frame.index(b"\x02")
+    body = frame[stx + 2 : frame.rindex(b"\x03")]
+    return frame[frame.index(b"\x01") + 1 : stx], body[:2], body[3:].decode().split("\x1c")
+
+
+def _frame(source: bytes, seq: bytes, fields: list[str]) -> bytes:
+    body = source + b"\x02\x1c" + seq + b" " + "\x1c".join(fields).encode("cp1252") + b"\x03"
+    return b"\x01" + body + b"%04X" % (sum(body) & 0xFFFF) + b"\x04"
+
+
+async def test_replies_carried_as_one_pipe_separated_field_are_read_with_split(
+    make_station: StationFactory,
+) -> None:
+    """The attested idiom (docs/isl.md, "Open: reply style"): a gateway answering each request
+    with one |-separated field; the script reads it with Split @RxMsg, "|"."""
+    requests: list[list[str]] = []
+
+    async def pipe_gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = bytearray()
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                buffer += data
+                for frame in _frames(buffer):
+                    source, seq, fields = _parse(frame)
+                    requests.append(fields)
+                    writer.write(_frame(source, seq, [PIPE_REPLIES[fields[0]]]))
+                    await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(pipe_gateway, "127.0.0.1", 0)
+    try:
+        station = make_station(port=server.sockets[0].getsockname()[1])
+        ring_lunch(station)
+        ident = await station.press(1, [CARD_M1])
+        assert ident.handlers == ["IDENT_OK"] and ident.saw("Welcome Ann K. - 120 pts")
+        check = station.check
+        assert check is not None and check.info_lines == ["Member Ann K.", "Points balance 120"]
+        coupon = await station.press(2, ["WELCOME5"])
+        assert coupon.macros == [
+            [KeyValue(5, 101), "5.00", KEY_ENTER],
+            [KeyValue(3, 9001), "C0FFEE", KEY_ENTER],
+        ]
+        assert check.total == Decimal("15.40")
+        status = await station.press(5)
+        assert status.saw("Gateway 0.1.0 STANDALONE")
+        final = await station.tender(1)
+        assert final is not None and final.handlers == ["POST_OK"]
+        assert requests[-1][-1] == "C0FFEE"  # the coupon's ref went back in the POST
+        assert [job.lines for job in final.printed] == [
+            ["LOYALTY", "Member            Ann K.", "Points this visit     15"]
+        ]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ---- the scenarios, against the real gateway ----------------------------------------------------
+
+SCENARIOS = PLUGIN.parent / "scenarios"
+
+
+@pytest.mark.parametrize(
+    ("name", "events"),
+    [
+        ("visit", ["begin_check", "inq : 5", "inq : 1", "inq : 2", "final_tender"]),
+        (
+            "cancelled",
+            [
+                *("begin_check", "inq : 1", "inq : 2", "trans_cncl"),
+                *("begin_check", "inq : 1", "inq : 2", "final_tender"),
+            ],
+        ),
+        (
+            "voided_discount",
+            ["begin_check", "inq : 1", "inq : 2", "dtl_changed", "dtl_changed", "final_tender"],
+        ),
+        ("lottery", ["begin_check", "inq : 1", "final_tender"]),
+    ],
+)
+async def test_the_scenarios_hold_against_the_real_gateway(
+    gateway: RunningGateway, name: str, events: list[str]
+) -> None:
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    result = await run_scenario(SCRIPT, scenario, "127.0.0.1", gateway.port, clock=lambda: AT)
+    assert result.problems == []
+    assert [run.event for run in result.station.runs] == events
+    assert all(run.outcome.exit == "normal" for run in result.station.runs)
+    assert all(run.warnings == [] for run in result.station.runs)
+
+
+@contextlib.asynccontextmanager
+async def losing(command: str, port: int) -> AsyncIterator[tuple[int, list[list[str]]]]:
+    """A TCP proxy in front of the gateway at `port` that forwards every frame but those whose
+    command is `command`: the register never gets a reply to them."""
+    lost: list[list[str]] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def down() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+
+        replies = asyncio.create_task(down())
+        buffer = bytearray()
+        try:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    buffer += data
+                    for frame in _frames(buffer):
+                        fields = _parse(frame)[2]
+                        if fields[0] == command:
+                            lost.append(fields)
+                            continue
+                        up_writer.write(frame)
+                        await up_writer.drain()
+        finally:
+            replies.cancel()
+            up_writer.close()
+            writer.close()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], lost
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_post_timeout_scenario_holds_when_the_post_gets_no_reply(
+    gateway: RunningGateway,
+) -> None:
+    scenario = load_scenario(SCENARIOS / "post_timeout.yaml")
+    async with losing("POST", gateway.port) as (port, lost):
+        result = await run_scenario(SCRIPT, scenario, "127.0.0.1", port, clock=lambda: AT)
+    assert result.problems == []
+    assert [fields[:4] for fields in lost] == [["POST", "7", "1", "4751"]]
+    final = result.station.runs[-1]
+    assert final.event == "final_tender" and final.handlers == ["_TIMEOUT"]
+    check = result.station.check
+    assert check is not None and check.closed and check.info_lines == []
+    # Run straight at the gateway, the same scenario's last expectations fail: the proxy is
+    # what makes the reply time out.
+    straight = await run_scenario(
+        SCRIPT, load_scenario(SCENARIOS / "post_timeout.yaml"), "127.0.0.1", gateway.port,
+        clock=lambda: AT,
+    )  # fmt: skip
+    assert straight.problems and all("step 7" in problem for problem in straight.problems)
+
+
+def test_every_scenario_is_run_by_a_test() -> None:
+    assert sorted(path.stem for path in SCENARIOS.glob("*.yaml")) == [
+        "cancelled",
+        "lottery",
+        "offline",  # tests/test_isl_cli.py, with no gateway listening
+        "post_timeout",
+        "visit",
+        "voided_discount",
+    ]
+
+
+async def test_only_the_coupon_whose_discount_line_was_voided_is_released(
+    make_station: StationFactory,
+) -> None:
+    station = make_station()
+    ring_lunch(station)
+    await station.press(1, [CARD_M1])
+    refs = {}
+    for code in ("WELCOME5", "TENOFF"):
+        reply = (await station.press(2, [code])).replies[0]
+        assert reply is not None and reply[0] == "COUPON_OK"
+        refs[code] = reply[1]
+    void = await station.void(None, 101, "D")  # WELCOME5's amount discount
+    assert void is not None and void.sent == [["COUPON_VOID", "7", "1001", refs["WELCOME5"]]]
+    final = await station.tender(1)
+    assert final is not None and final.sent[0][-1] == refs["TENOFF"]
