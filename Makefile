@@ -23,10 +23,10 @@ system-deps:
 		|| ! test -x /usr/bin/chromium || ! command -v lintian >/dev/null 2>&1 \
 		|| ! command -v dpkg-shlibdeps >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 \
 		|| ! test -x /usr/sbin/adduser || ! /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 \
-		|| ! command -v promtool >/dev/null 2>&1; then \
+		|| ! command -v promtool >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mosquitto socat chromium \
-			lintian dpkg-dev binutils python3-venv adduser systemd man-db prometheus; \
+			lintian dpkg-dev binutils python3-venv adduser systemd man-db prometheus postgresql; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -62,7 +62,7 @@ def main() -> None:
     db = CACHE / f"central-{args.members}.db"
     made = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "sync.reference_server", "--port", "0", "--db", str(db),
+        [sys.executable, "-m", "sync.central", "--port", "0", "--db", str(db),
          "--no-sample", "--synthetic-members", str(args.members)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

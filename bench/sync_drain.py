@@ -63,7 +63,7 @@ def events(count: int, store_id: str) -> list[OutboxEvent]:
 
 def start_reference(db: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "sync.reference_server", "--port", "0", "--db", str(db),
+        [sys.executable, "-m", "sync.central", "--port", "0", "--db", str(db),
          "--no-sample"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ wait_for() {  # wait_for FILE PATTERN PID
 }
 
 echo "== Starting the reference central on 127.0.0.1:18080 (sample members, coupons, rules)"
-$PY -m sync.reference_server --port 18080 --db var/demo/central.db \
+$PY -m sync.central --port 18080 --db var/demo/central.db --snapshot-every 60 \
   --rules gateway/sample/rules.json > var/demo/central.log 2>&1 &
 pids+=($!)
 wait_for var/demo/central.log "admin on" $!

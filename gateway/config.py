@@ -413,6 +413,15 @@ class AdminSettings(BaseModel):
         return self
 
 
+class ReceiptSettings(BaseModel):
+    """What the gateway puts on the customer's receipt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Characters per receipt line: 24 is what a MICROS check information line holds.
+    line_width: Annotated[int, Field(ge=16, le=64)] = 24
+
+
 class CouponSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -531,6 +540,7 @@ class Settings(BaseSettings):
     serial: SerialSettings = Field(default_factory=SerialSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    receipt: ReceiptSettings = Field(default_factory=ReceiptSettings)
     coupons: CouponSettings = Field(default_factory=CouponSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     offline: OfflineSettings = Field(default_factory=OfflineSettings)

@@ -436,7 +436,8 @@ class Daemon:
                 "state": self.central.state(),
                 "url": self.settings.central.url,
                 "last_answer_age_s": self.central.last_answer_age_s,
-                "outages": self.central.outages,
+                # outages (each logged once), recoveries, failures, last_error, down_for_s
+                **self.central.link.counters(),
             }
             f, r = self.forwarder.stats, self.refresher.stats
             sync = {
@@ -448,6 +449,10 @@ class Daemon:
                 "split_batches": f.split_batches,
                 "refresh_pages": r.pages,
                 "refresh_failures": r.failures,
+                "last_delivery_error": f.last_error,
+                # each link's outages, recoveries, failures, last_error, down_for_s
+                "refresh_link": self.refresher.link.counters(),
+                "refusal_link": self.forwarder.link.counters(),
                 "bad_records": r.bad_records,
                 "unknown_kinds": dict(r.unknown_kinds),
                 # central repeating a cursor with has_more: pages seen so, and whether it is now

@@ -2,8 +2,9 @@
 gzip request bodies, and the connection state the registers see in `PONG`.
 
 Every call either returns central's answer or raises `CentralUnavailable` (retry later: network
-error, timeout, 5xx, 429) or `CentralRefused` (central said no: any other 4xx). The client logs
-central going away once and coming back once, not at every retry.
+error, timeout, 5xx, 429, an answer it cannot read) or `CentralRefused` (central said no: any other
+4xx). Its `link` (gateway.links) logs central going away once and coming back once, not at every
+retry; any HTTP answer counts as central being there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import structlog
 
 from gateway import __version__
 from gateway.config import CentralSettings
+from gateway.links import Link, LinkError, LinkEvents
 from gateway.store.store import EventResult, QueuedEvent
 
 log = structlog.get_logger("sync.client")
@@ -36,8 +38,8 @@ GZIP_ABOVE = 1024  # bytes; smaller bodies are not worth compressing
 CentralState = Literal["ONLINE", "OFFLINE"]
 
 
-class CentralError(Exception):
-    pass
+class CentralError(LinkError):
+    """Central failed us as it may: away (`CentralUnavailable`) or saying no (`CentralRefused`)."""
 
 
 class CentralUnavailable(CentralError):
@@ -199,11 +201,22 @@ class CentralClient:
         )
         self._last_answer: float | None = None  # monotonic time of the last HTTP answer
         self._last_date: str | None = None  # its Date header: central's clock
-        self._last_attempt_failed = False
-        self._down_since: float | None = None
-        self.on_recovery: list[Callable[[], None]] = []  # called when central comes back
-        self.outages = 0  # times central went away (each logged once) ...
-        self.recoveries = 0  # ... and came back (logged once)
+        # Reachability: down from a request that got no HTTP answer to the next that got one.
+        self.link = Link(
+            log, LinkEvents(down="central_unreachable", up="central_recovered"), url=settings.url
+        )
+        # Called when central comes back (the link's own list, so `+=` adds to it).
+        self.on_recovery: list[Callable[[], None]] = self.link.on_recovery
+
+    @property
+    def outages(self) -> int:
+        """Times central went away (each logged once) ..."""
+        return self.link.outages
+
+    @property
+    def recoveries(self) -> int:
+        """... and came back (each logged once)."""
+        return self.link.recoveries
 
     async def __aenter__(self) -> CentralClient:
         return self
@@ -218,7 +231,7 @@ class CentralClient:
 
     def state(self) -> CentralState:
         """ONLINE when the last attempt got an HTTP answer within two refresh intervals."""
-        if self._last_answer is None or self._last_attempt_failed:
+        if self._last_answer is None or not self.link.available:
             return "OFFLINE"
         age = time.monotonic() - self._last_answer
         return "ONLINE" if age <= 2 * self.settings.refresh_interval_s else "OFFLINE"
@@ -238,23 +251,6 @@ class CentralClient:
         except (TypeError, ValueError):
             return None
         return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
-
-    def _answered(self) -> None:
-        self._last_answer = time.monotonic()
-        self._last_attempt_failed = False
-        if self._down_since is not None:
-            log.info("central_recovered", down_s=round(time.monotonic() - self._down_since, 1))
-            self._down_since = None
-            self.recoveries += 1
-            for callback in self.on_recovery:
-                callback()
-
-    def _failed(self, error: str) -> None:
-        self._last_attempt_failed = True
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self.outages += 1
-            log.warning("central_unreachable", error=error, url=self.settings.url)
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -295,9 +291,11 @@ class CentralClient:
                 timeout=budget_s if budget_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as error:  # refused, reset, timed out, TLS failure ...
-            self._failed(f"{type(error).__name__}: {error}")
-            raise CentralUnavailable(f"{type(error).__name__}: {error}") from error
-        self._answered()  # any HTTP answer counts as an exchange
+            reason = f"{type(error).__name__}: {error}"
+            self.link.failed(reason)
+            raise CentralUnavailable(reason) from error
+        self._last_answer = time.monotonic()
+        self.link.succeeded()  # any HTTP answer counts as an exchange
         self._last_date = response.headers.get("date")
         if response.status_code == 401 and self._token_file is not None:
             self._token = self._read_token()  # the token may have been rotated on disk
@@ -364,7 +362,12 @@ class CentralClient:
     ) -> dict[str, Any]:
         path = f"/v1/coupons/{quote(code, safe='')}/authorizations"
         response = await self._request("POST", path, body=dict(request), budget_s=budget_s)
-        answer: dict[str, Any] = response.json()
+        try:
+            answer = response.json()
+        except ValueError as error:
+            raise CentralUnavailable(f"unreadable authorization answer: {error}") from error
+        if not isinstance(answer, dict):
+            raise CentralUnavailable("unreadable authorization answer: not a JSON object")
         return answer
 
     async def put_catalog(self, catalog: Mapping[str, Any]) -> dict[str, Any]:

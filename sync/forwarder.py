@@ -6,6 +6,11 @@ to dead letters (`rejected`); an event central did not answer for is sent again.
 stamped with its id before it is sent, so a batch cut short by a crash is sent again whole, under
 the same id, after the restart. Central de-duplicates on event ids, so a lost acknowledgement
 costs a resend, never a double count.
+
+A batch is retried until central answers; only `drain(within_s)` stops, when its time is up, with
+`DrainStopped` naming central's last error and what is still waiting. Central refusing whole
+batches (401, 403, 404: a setting to fix, not data) is an outage of the forwarder's `link`:
+logged once, and once when batches are taken again.
 """
 
 from __future__ import annotations
@@ -13,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    RetryError,
     retry_if_exception,
     wait_random_exponential,
 )
 
 from gateway.domain.ids import new_ulid
+from gateway.links import Link, LinkEvents, describe
 from gateway.store.store import EventResult, OutboxBatch, QueuedEvent, Store
 from sync.client import CentralClient, CentralRefused, CentralUnavailable
 
@@ -44,13 +51,43 @@ class ForwarderStats:
     split_batches: int = 0
     failures: int = 0
     last_success: float | None = None  # wall-clock time of the last delivered batch
+    # The last failed attempt's error, whatever its cause; None again once a batch is delivered.
+    last_error: str | None = None
+
+
+class DrainStopped(Exception):
+    """`drain(within_s)` ran out of time with events still waiting."""
+
+    def __init__(self, within_s: float, waiting: int, last_error: str | None) -> None:
+        why = (
+            f"central keeps failing; its last error: {last_error}"
+            if last_error is not None
+            else "central answered, but not fast enough to empty the outbox"
+        )
+        super().__init__(f"{waiting} events still waiting after {within_s:g} s: {why}")
+        self.within_s = within_s
+        self.waiting = waiting
+        self.last_error = last_error
+
+
+class _OutOfTime(Exception):
+    """A batch's retries reached the drain's deadline (`error`: the last attempt's)."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        super().__init__(describe(error) if error is not None else "out of time")
+        self.error = error
 
 
 class _WaitForCentral:
-    """Exponential backoff with full jitter, but never sooner than central's Retry-After."""
+    """Exponential backoff with full jitter, but never sooner than central's Retry-After, and
+    never past a drain's deadline (the last attempt is made at it)."""
 
-    def __init__(self, ceiling_s: float) -> None:
+    def __init__(
+        self, ceiling_s: float, deadline: float | None, clock: Callable[[], float]
+    ) -> None:
         self._jitter = wait_random_exponential(multiplier=0.5, max=ceiling_s)
+        self._deadline = deadline
+        self._clock = clock
 
     def __call__(self, state: RetryCallState) -> float:
         delay = float(self._jitter(state))
@@ -58,6 +95,8 @@ class _WaitForCentral:
         error = outcome.exception() if outcome is not None else None
         if isinstance(error, CentralUnavailable) and error.retry_after is not None:
             delay = max(delay, error.retry_after)
+        if self._deadline is not None:
+            delay = min(delay, max(0.0, self._deadline - self._clock()))
         return delay
 
 
@@ -73,6 +112,8 @@ class Forwarder:
         max_bytes: int = MAX_BATCH_BYTES,
         backoff_ceiling_s: float = 60.0,
         window: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
         self.client = client
@@ -81,6 +122,17 @@ class Forwarder:
         self.backoff_ceiling_s = backoff_ceiling_s
         self.window = window
         self.stats = ForwarderStats()
+        # Down while central refuses whole batches (not while it is away: the client's link
+        # says that), up again at the next delivered batch.
+        self.link = Link(
+            log,
+            LinkEvents(
+                down="central_refuses_batches", up="central_accepts_batches", down_level="error"
+            ),
+            clock=clock,
+        )
+        self._clock = clock  # the backoff and a drain's deadline run on it ...
+        self._sleep = sleep  # ... and wait with it (tests pass their own)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -97,24 +149,41 @@ class Forwarder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
 
-    async def drain(self) -> None:
-        """Send until the outbox is empty (for `edge-gateway drain` and the tests)."""
-        await self._pump()
+    async def drain(self, within_s: float | None = None) -> None:
+        """Send until the outbox is empty (for `edge-gateway drain` and the tests).
 
-    async def _pump(self) -> None:
+        With `within_s`, stop when that time is up: no new batch is started after it, and a
+        batch's retries end at it. Raises `DrainStopped` (central's last error, the events
+        still waiting) when events remain; what was sent stays sent."""
+        if within_s is None:
+            await self._pump()
+            return
+        deadline = self._clock() + within_s
+        last_error: str | None = None
+        try:
+            await self._pump(deadline)
+        except _OutOfTime as stopped:
+            last_error = str(stopped)
+        waiting, _ = await self.store.outbox_depth()
+        if waiting and (last_error is not None or self._clock() >= deadline):
+            raise DrainStopped(within_s, waiting, last_error)
+
+    async def _pump(self, deadline: float | None = None) -> None:
         """Send batches until none is left, `window` of them in flight at once, so central
         ingests one while the next is read and encoded here (each batch still leaves the outbox
-        only with central's answer for it)."""
+        only with central's answer for it). None is started after the `deadline`."""
         in_flight: dict[str, asyncio.Task[None]] = {}
         try:
             while True:
                 while len(in_flight) < self.window:
+                    if deadline is not None and self._clock() >= deadline:
+                        break
                     batch = await self.store.next_batch(
                         self.batch_size, self.max_bytes, in_flight=list(in_flight)
                     )
                     if batch is None:
                         break
-                    in_flight[batch.batch_id] = asyncio.create_task(self._send(batch))
+                    in_flight[batch.batch_id] = asyncio.create_task(self._send(batch, deadline))
                 if not in_flight:
                     return
                 done, _ = await asyncio.wait(
@@ -134,11 +203,11 @@ class Forwarder:
         batch = await self.store.next_batch(self.batch_size, self.max_bytes)
         if batch is None:
             return False
-        await self._send(batch)
+        await self._send(batch, None)
         return True
 
-    async def _send(self, batch: OutboxBatch) -> None:
-        results = await self._deliver(batch.batch_id, batch.events)
+    async def _send(self, batch: OutboxBatch, deadline: float | None) -> None:
+        results = await self._deliver(batch.batch_id, batch.events, deadline)
         outcome = await self.store.finish_batch(batch, results)
         self.stats.batches += 1
         self.stats.delivered += outcome.delivered
@@ -146,45 +215,58 @@ class Forwarder:
         self.stats.conflicts += outcome.conflicts
         self.stats.resent += outcome.unanswered
         self.stats.last_success = time.time()
+        self.stats.last_error = None
         if outcome.dead_letters:
             log.warning("events_dead_lettered", count=outcome.dead_letters, batch=batch.batch_id)
         if outcome.conflicts:
             log.warning("offline_coupon_conflicts", count=outcome.conflicts)
 
-    async def _deliver(self, batch_id: str, events: Sequence[QueuedEvent]) -> list[EventResult]:
+    async def _deliver(
+        self, batch_id: str, events: Sequence[QueuedEvent], deadline: float | None
+    ) -> list[EventResult]:
         """Central's results for these events; a batch central refuses as a whole (400) is
         split in halves until the event it refuses stands alone, which becomes a dead letter."""
         try:
-            return await self._post_until_answered(batch_id, events)
+            return await self._post_until_answered(batch_id, events, deadline)
         except CentralRefused as refused:
             if len(events) == 1:
                 reason = f"{refused.code}: {refused.message}"[:500]
                 return [EventResult(events[0].event_id, "rejected", reason, None)]
             self.stats.split_batches += 1
             half = len(events) // 2
-            first = await self._deliver(new_ulid(), events[:half])
-            return first + await self._deliver(new_ulid(), events[half:])
+            first = await self._deliver(new_ulid(), events[:half], deadline)
+            return first + await self._deliver(new_ulid(), events[half:], deadline)
 
     async def _post_until_answered(
-        self, batch_id: str, events: Sequence[QueuedEvent]
+        self, batch_id: str, events: Sequence[QueuedEvent], deadline: float | None
     ) -> list[EventResult]:
+        """Retried until central answers, or until the `deadline` (then `_OutOfTime`)."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(_worth_retrying),
-            wait=_WaitForCentral(self.backoff_ceiling_s),
-            reraise=True,
-            before_sleep=self._count_failure,
+            wait=_WaitForCentral(self.backoff_ceiling_s, deadline, self._clock),
+            stop=lambda _: deadline is not None and self._clock() >= deadline,
+            sleep=self._sleep,
+            after=self._count_failure,  # every failed attempt that is worth another
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self.client.post_events(batch_id, events)
-        raise AssertionError("unreachable: the retry loop has no stop")
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    results = await self.client.post_events(batch_id, events)
+                    self.link.succeeded()
+                    return results
+        except RetryError as stopped:
+            raise _OutOfTime(stopped.last_attempt.exception()) from None
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     def _count_failure(self, state: RetryCallState) -> None:
         self.stats.failures += 1
         error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, CentralRefused) and self.stats.failures % 100 == 1:
+        if error is None:
+            return
+        self.stats.last_error = describe(error)
+        if isinstance(error, CentralRefused):
             # 401/403/404 for a whole batch is a setting to fix (token, store id), not data.
-            log.error("central_refuses_batches", status=error.status, error=error.code)
+            self.link.failed(error, status=error.status, code=error.code)
 
 
 def _worth_retrying(error: BaseException) -> bool:

@@ -1,8 +1,9 @@
 """Central -> cache: a full snapshot on first start, then changes by cursor on a schedule and at
 once after central comes back. Each page, with the cursor after it, is applied in one transaction.
 
-Like Home Assistant's update coordinator, it logs a failure once and the recovery once, however
-many retries lie between; while central is away the cache keeps answering from what it has.
+Like Home Assistant's update coordinator, its `link` (gateway.links) logs a failure once and the
+recovery once, however many retries lie between; while central is away the cache keeps answering
+from what it has.
 
 Two answers of central are not taken at their word: a page that says `has_more` but hands back a
 cursor already asked with (paging on would ask for the same page forever), and a full snapshot
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from gateway.domain.models import Coupon, Member
 from gateway.domain.rules_doc import RulesDocument
+from gateway.links import Link, LinkEvents
 from gateway.store.store import ChangePage, StaleRecords, Store, utc_stamp
 from sync.client import CentralClient, CentralError
 
@@ -126,8 +128,10 @@ class Refresher:
         self.page_limit = page_limit
         self.max_removal_share = max_removal_share
         self.stats = RefresherStats()
+        # Down from a refresh that failed to the next that completed (a stuck cursor is
+        # neither: central answers, and that has its own alarm).
+        self.link = Link(log, LinkEvents(down="cache_refresh_failed", up="cache_refresh_recovered"))
         self._wake = asyncio.Event()
-        self._failing = False
 
     @property
     def cursor(self) -> str | None:
@@ -141,20 +145,17 @@ class Refresher:
             retry_soon = False
             try:
                 await self.refresh()
-                if self._failing:
-                    log.info("cache_refresh_recovered")
-                self._failing = False
+                self.link.succeeded()
             except CursorStuck:
                 pass  # counted and logged by refresh(); central answers, so the usual interval
             except CentralError as error:
                 self.stats.failures += 1
-                if not self._failing:
-                    log.warning("cache_refresh_failed", error=str(error))
-                self._failing = retry_soon = True
-            except Exception:  # a full disk, a bug: log it, keep the schedule
+                self.link.failed(error)
+                retry_soon = True
+            except Exception as error:  # a full disk, a bug: logged each time, with its traceback
                 self.stats.failures += 1
-                log.exception("cache_refresh_error")
-                self._failing = retry_soon = True
+                self.link.failed(error, unexpected="cache_refresh_error")
+                retry_soon = True
             # Until the next round; `wake()` (central came back, an operator asked) cuts it short.
             pause = min(self.interval_s, 5.0) if retry_soon else self.interval_s
             with contextlib.suppress(TimeoutError):

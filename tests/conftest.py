@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 from gateway_process import GatewayProcess, Spawn
 
 from gateway.domain.models import Coupon, Member
+from gateway.logging import configure_logging
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
 from pos_adapters.sim.register import RegisterConnection
@@ -130,3 +135,24 @@ async def spawn(data_dir: Path) -> AsyncIterator[Spawn]:
     yield start
     for process in started:
         await process.close()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The gateway's log, as JSON lines in a buffer; the logging set-up is restored after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out)
+    yield out
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
+
+
+def events(out: io.StringIO, name: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == name]

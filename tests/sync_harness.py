@@ -13,7 +13,7 @@ import httpx
 from gateway.config import load_settings
 from gateway.daemon import Daemon
 from pos_adapters.sim.register import RegisterConnection, Workstation
-from sync.reference_server import ReferenceServer
+from sync.central import ReferenceServer
 
 DATE = "20261123"
 

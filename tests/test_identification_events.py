@@ -4,14 +4,14 @@ written, counted in the outbox from then, and kept (counted, alarmed, bounded) o
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sqlite3
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import structlog
-from conftest import Clock, RunningGateway, sample_members
+from conftest import Clock, RunningGateway, events, sample_members
 from gateway_process import GatewayProcess, Spawn, import_samples
 from sync_harness import until
 
@@ -100,7 +100,9 @@ async def test_a_full_disk_keeps_identifications_in_memory_counted_and_stores_th
         await connection.close()
 
 
-async def test_beyond_the_bound_the_oldest_are_dropped_counted_and_logged(tmp_path: Path) -> None:
+async def test_beyond_the_bound_the_oldest_are_dropped_counted_and_logged(
+    tmp_path: Path, log_lines: io.StringIO
+) -> None:
     store = await Store.open(tmp_path / "gateway.db", max_pending_events=100)
     try:
         await store.upsert_members(sample_members())
@@ -112,15 +114,13 @@ async def test_beyond_the_bound_the_oldest_are_dropped_counted_and_logged(tmp_pa
         for _ in range(150):
             await service.identify(IdentRequest(1, 1, 0, CARD))
 
-        with structlog.testing.capture_logs() as logs:
+        async def bounded() -> bool:
+            return store.writer.stats.riders_dropped == 50
 
-            async def bounded() -> bool:
-                return store.writer.stats.riders_dropped == 50
-
-            await until(bounded, within_s=5, what="the bound applied")
+        await until(bounded, within_s=5, what="the bound applied")
         assert store.writer.pending_riders == 100
-        dropped = [line for line in logs if line["event"] == "identification_events_dropped"]
-        assert dropped and dropped[0]["events"] == 50 and dropped[0]["log_level"] == "error"
+        dropped = events(log_lines, "identification_events_dropped")
+        assert dropped and dropped[0]["events"] == 50 and dropped[0]["level"] == "error"
     finally:
         await store.set_page_limit(0)
         await store.close()

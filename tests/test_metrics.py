@@ -26,7 +26,7 @@ from gateway.admin.metrics import MAX_KIND_LABELS, OTHER_KINDS, SYNC_COUNTERS, G
 from gateway.daemon import Daemon
 from pos_adapters.mqtt import Topics
 from pos_adapters.sim.codec import encode_frame
-from sync.reference_server import ReferenceServer
+from sync.central import ReferenceServer
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 HAVE_PROMTOOL = Path(PROMTOOL).exists()

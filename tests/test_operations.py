@@ -267,7 +267,7 @@ async def test_drain_sends_the_backlog_when_the_gateway_is_not_running(tmp_path:
     from gateway.domain.ids import new_ulid
     from gateway.domain.models import OutboxEvent
     from gateway.store.store import Store
-    from sync.reference_server import ReferenceServer
+    from sync.central import ReferenceServer
 
     data_dir = tmp_path / "data"
     store = await Store.open(data_dir / "gateway.db")

@@ -1,7 +1,9 @@
 """The reference central server keeps the contract of DESIGN.md section 3 over real HTTP.
 
 Every exchange is checked against `sync/openapi.yaml` with openapi-core, so the server and the
-contract cannot drift apart without a test failing.
+contract cannot drift apart without a test failing. Every test that uses the `central` fixture
+runs twice: on SQLite (the embedded default) and on PostgreSQL (a real server, started for the
+session by `tests/postgres.py`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import yaml
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate as validate_spec
+from postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 
 from gateway.domain.ids import new_ulid
-from sync.reference_server import ReferenceConfig, ReferenceServer
+from sync.central import ReferenceConfig, ReferenceServer
 
 # DESIGN.md asks `?cursor=&limit=`: the contract allows the empty cursor (allowEmptyValue).
 pytestmark = pytest.mark.filterwarnings("ignore:Use of allowEmptyValue:DeprecationWarning")
@@ -133,9 +136,18 @@ def batch(*events: dict[str, Any]) -> dict[str, Any]:
     return {"batch_id": new_ulid(), "events": list(events)}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The storage settings of a reference central: each backend in turn."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_url")}
+
+
 @pytest.fixture
-async def central() -> AsyncIterator[ReferenceServer]:
-    async with ReferenceServer(ReferenceConfig(token=TOKEN, clock=lambda: NOW)) as server:
+async def central(storage: dict[str, Any]) -> AsyncIterator[ReferenceServer]:
+    config = ReferenceConfig(token=TOKEN, clock=lambda: NOW, **storage)
+    async with ReferenceServer(config) as server:
         yield server
 
 
@@ -695,7 +707,7 @@ async def test_keep_alive_works_through_the_proxy(
 def test_the_command_line_serves_with_a_token_file_and_says_where(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    command = [sys.executable, "-m", "sync.reference_server", "--port", "0", "--no-sample"]
+    command = [sys.executable, "-m", "sync.central", "--port", "0", "--no-sample"]
     command += ["--db", str(tmp_path / "central.db"), "--token-file", str(token_file)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -12,7 +12,7 @@ from sync_harness import Admin, free_port, post, register, start_gateway, until
 from gateway.daemon import Daemon
 from gateway.domain.ids import new_ulid
 from gateway.domain.models import OutboxEvent
-from sync.reference_server import ReferenceServer
+from sync.central import ReferenceServer
 
 
 async def outbox_empty(daemon: Daemon) -> bool:
@@ -245,7 +245,7 @@ async def test_a_single_use_coupon_is_authorised_once_across_stores(tmp_path: Pa
 
 async def _known_coupon(daemon: Daemon) -> bool:
     assert daemon.store is not None
-    return await daemon.store.coupon("REWARD-M5") is not None
+    return daemon.store.coupon("REWARD-M5") is not None
 
 
 async def test_offline_policy_decides_and_a_later_conflict_is_recorded(tmp_path: Path) -> None:

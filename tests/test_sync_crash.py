@@ -12,7 +12,7 @@ from gateway_process import GatewayProcess
 from sync_harness import DATE, Admin, until
 
 from pos_adapters.sim.register import RegisterConnection, RegisterTimeout
-from sync.reference_server import ReferenceServer
+from sync.central import ReferenceServer
 
 ROUNDS = 20
 LANES = 4

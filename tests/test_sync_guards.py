@@ -14,21 +14,19 @@ import email.utils
 import inspect
 import io
 import ipaddress
-import json
-import logging
 import os
 import re
 import sqlite3
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import structlog
 import uvicorn
+from conftest import events
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -43,37 +41,15 @@ from starlette.routing import Route
 from sync_harness import until
 
 from gateway.config import CentralSettings
-from gateway.logging import configure_logging
 from gateway.store.store import Store
+from sync.central import ReferenceConfig, ReferenceServer
 from sync.client import CentralClient, token_file_problem
-from sync.reference_server import ReferenceConfig, ReferenceServer
 from sync.refresher import Refresher
 
 SAMPLE_MEMBERS = 5  # gateway/sample/members.jsonl
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The gateway's log, as JSON lines in a buffer; the logging set-up is restored after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    configure_logging(fmt="json", stream=out)
-    yield out
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
-    structlog.reset_defaults()
-
-
-def events(out: io.StringIO, name: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("event") == name]
 
 
 class _Server(uvicorn.Server):
@@ -85,7 +61,13 @@ class _Server(uvicorn.Server):
 async def serve(app: Starlette, **tls: Any) -> AsyncIterator[int]:
     """`app` on a free port of 127.0.0.1 (HTTPS when `tls` has uvicorn's ssl_* settings)."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", date_header=False,
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        log_config=None,
+        lifespan="off",
+        date_header=False,
         **tls,
     )  # fmt: skip
     server = _Server(config)

@@ -355,12 +355,17 @@ async def _dead_letters(settings: Settings, action: str, event_ids: list[str]) -
 
 
 async def _drain(settings: Settings, within_s: float) -> int:
+    """Wait until central has every event, up to `within_s`: sending them when no gateway runs,
+    watching the running one's outbox otherwise. When time is up with events still waiting, say
+    how many and central's last error, and exit 1."""
     import time
 
     from gateway.store.store import Store
 
     console = _console(stderr=True)
     store = await Store.open(settings.database_path, max_db_mb=settings.storage.max_db_mb)
+    central: CentralClient | None = None
+    stopped: str | None = None
     try:
         depth, _ = await store.outbox_depth()
         running = _admin_get(settings, "/healthz") is not None
@@ -369,7 +374,15 @@ async def _drain(settings: Settings, within_s: float) -> int:
             from sync.forwarder import Forwarder
 
             central = _central(settings)
-            forwarding = asyncio.create_task(Forwarder(store, central).drain())
+            forwarder = Forwarder(
+                store,
+                central,
+                batch_size=settings.central.batch_size,
+                backoff_ceiling_s=settings.central.backoff_max_s,
+            )
+            # It stops by itself at `within_s` (a request under way may add its timeout).
+            forwarding = asyncio.create_task(forwarder.drain(within_s))
+            within_s += settings.central.timeout_s + 5
         deadline = time.monotonic() + within_s
         with Progress(
             TextColumn("draining"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -377,15 +390,39 @@ async def _drain(settings: Settings, within_s: float) -> int:
         ) as bar:  # fmt: skip
             task = bar.add_task("outbox", total=depth)
             while depth and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
+                if forwarding is None:
+                    await asyncio.sleep(0.5)
+                else:
+                    await asyncio.wait([forwarding], timeout=0.5)
                 depth, _ = await store.outbox_depth()
                 bar.update(task, completed=max(0, (bar.tasks[0].total or 0) - depth))
+                if forwarding is not None and forwarding.done():
+                    break
         if forwarding is not None:
+            from sync.forwarder import DrainStopped
+
             forwarding.cancel()
-            await asyncio.gather(forwarding, return_exceptions=True)
+            (outcome,) = await asyncio.gather(forwarding, return_exceptions=True)
+            if isinstance(outcome, DrainStopped):  # how many, and central's last error
+                stopped = str(outcome)
+            elif isinstance(outcome, Exception) and depth:
+                why = str(outcome) or type(outcome).__name__
+                stopped = f"{depth} events still waiting; the drain failed: {why}"
+        elif depth:  # the running gateway's own view of central
+            status = _admin_get(settings, "/status") or {}
+            sync, link = status.get("sync") or {}, status.get("central") or {}
+            last_error = sync.get("last_delivery_error")
+            if last_error is None and link.get("down_for_s") is not None:
+                last_error = link.get("last_error")
+            if last_error:
+                stopped = f"{depth} events still waiting; central's last error: {last_error}"
     finally:
+        if central is not None:
+            await central.aclose()
         await store.close()
-    console.print(f"{depth} events still waiting" if depth else "outbox empty", markup=False)
+    if depth and stopped is None:
+        stopped = f"{depth} events still waiting"
+    console.print(stopped or "outbox empty", markup=False)
     return 1 if depth else 0
 
 
@@ -557,7 +594,7 @@ def _new_store(settings: Settings, yes: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "reference-server" in argv:  # its own options (and --help) are the reference server's
-        from sync.reference_server import main as reference_main
+        from sync.central import main as reference_main
 
         return reference_main(argv[argv.index("reference-server") + 1 :])
     args = build_parser().parse_args(argv)

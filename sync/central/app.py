@@ -1,0 +1,389 @@
+"""The HTTP side of the reference central: the contract's routes, the admin API, the guards.
+
+Handlers read and check the request, hand the work to the storage as a job, and answer. The
+`api` guard plays the injected faults first (latency, 5xx, 429), then checks the token and the
+gateway id; after the handler it may mark the answer to be lost by the proxy. A `changes` long
+poll waits on the change feed, holding no database connection while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import ipaddress
+import json
+import sys
+import zlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sync.central.config import MIB, ReferenceConfig
+from sync.central.errors import ApiError
+from sync.central.faults import Faults, ProxyLink
+from sync.central.ledger import Ledger
+from sync.central.longpoll import ChangeFeed
+from sync.central.snapshot import SnapshotService, build_snapshot
+from sync.central.storage import Storage, T, open_storage
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Central:
+    """The reference central's handlers over a `Storage` (SQLite or PostgreSQL)."""
+
+    def __init__(self, config: ReferenceConfig, link: ProxyLink | None = None) -> None:
+        self.config = config
+        self.link = link or ProxyLink()
+        self.faults = Faults(config.seed)
+        self.requests: Counter[int] = Counter()
+        self.dropped = 0
+        self.feed = ChangeFeed()
+        self.storage: Storage = open_storage(config, self.feed)
+        self.snapshots = SnapshotService(self.storage)
+        self._opened = False
+        self._builder: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Open the database and load the configured records (idempotent)."""
+        if self._opened:
+            return
+        await self.storage.open()
+        self._opened = True
+        if self.config.snapshot_every_s > 0:
+            self._builder = asyncio.create_task(self._build_snapshots(), name="central-snapshots")
+
+    async def close(self) -> None:
+        self.feed.close()
+        if self._builder is not None:
+            self._builder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._builder
+            self._builder = None
+        if self._opened:
+            self._opened = False
+            await self.storage.close()
+
+    async def run(self, job: Callable[[Ledger], T]) -> T:
+        """Run `job` on a database thread."""
+        return await self.storage.run(job)
+
+    async def _build_snapshots(self) -> None:
+        """At start, then every `snapshot_every_s`: a new snapshot when records changed."""
+        while True:
+            try:
+                await build_snapshot(self.storage, only_if_stale=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next round tries again; the last snapshot stays
+                print(f"reference-server: snapshot not built: {exc!r}", file=sys.stderr)
+            await asyncio.sleep(self.config.snapshot_every_s)
+
+    # ---- the API's guard: faults, token, gateway id ----
+
+    def api(self, handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            try:
+                response = await self._guarded(handler, request)
+            except ApiError as exc:
+                response = exc.response()
+            self.requests[response.status_code] += 1
+            return response
+
+        return endpoint
+
+    async def _guarded(self, handler: Handler, request: Request) -> Response:
+        settings = self.faults.settings
+        if settings.latency_ms:
+            await asyncio.sleep(settings.latency_ms / 1000)
+        if settings.down:  # only reached on the internal port: the proxy refuses everything
+            raise ApiError(
+                503, "UNAVAILABLE", "central is down", {"Retry-After": settings.retry_after}
+            )
+        refusal = self.faults.draw_refusal()
+        if refusal == "throttle":
+            raise ApiError(429, "THROTTLED", "slow down", {"Retry-After": settings.retry_after})
+        if refusal == "error":
+            status = settings.error_status
+            if status == 503:
+                raise ApiError(
+                    503, "UNAVAILABLE", "injected fault", {"Retry-After": settings.retry_after}
+                )
+            raise ApiError(status, "SERVER_ERROR", "injected fault")
+        token = self.config.token
+        if token is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                raise ApiError(401, "UNAUTHORIZED", "a valid bearer token is required")
+        if not request.headers.get("x-gateway-id", "").strip():
+            raise ApiError(400, "MISSING_GATEWAY_ID", "the X-Gateway-Id header is required")
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = exc.response()
+        client = (request.client.host, request.client.port) if request.client else None
+        if self.faults.draw_drop() and self.link.mark_drop(client):
+            self.dropped += 1
+        return response
+
+    # ---- API handlers ----
+
+    async def post_events(self, request: Request) -> Response:
+        store = request.path_params["store"]
+        raw = await read_body(request, self.config.max_batch_bytes, "BAD_BATCH")
+        body = await self.run(lambda db: db.ingest(store, raw, self.config.max_batch_events))
+        return Response(body, media_type="application/json")
+
+    async def get_changes(self, request: Request) -> Response:
+        cursor = request.query_params.get("cursor", "")
+        text = request.query_params.get("limit", "500")
+        if not text.isdigit() or not 1 <= int(text) <= 1000:
+            raise ApiError(400, "BAD_LIMIT", "limit must be an integer 1..1000")
+        if len(cursor) > 1024:
+            raise ApiError(400, "BAD_CURSOR", "unknown cursor: start again with an empty cursor")
+        wait_s = _wait_s(request.query_params.get("wait_s", "0"), self.config.max_wait_s)
+        limit = int(text)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            # The ticket is taken before the read: a change committed after the read moves the
+            # feed past it, so the wait below cannot miss it.
+            ticket = self.feed.ticket()
+            body, empty = await self.run(lambda db: db.changes(cursor, limit))
+            remaining = deadline - loop.time()
+            if not empty or remaining <= 0 or self.feed.closed:
+                return Response(body, media_type="application/json")
+            await self.feed.wait(ticket, remaining)
+
+    async def get_snapshot(self, request: Request) -> Response:
+        return await self.snapshots.respond(request)
+
+    async def authorize(self, request: Request) -> Response:
+        code = request.path_params["code"]
+        body = await read_json(request, self.config.max_small_body_bytes)
+        gateway_id = request.headers.get("x-gateway-id", "")
+        return JSONResponse(await self.run(lambda db: db.authorize(code, body, gateway_id)))
+
+    async def put_catalog(self, request: Request) -> Response:
+        store = request.path_params["store"]
+        body = await read_json(request, self.config.max_catalog_bytes)
+        return JSONResponse(await self.run(lambda db: db.put_catalog(store, body)))
+
+    async def heartbeat(self, request: Request) -> Response:
+        store = request.path_params["store"]
+        body = await read_json(request, self.config.max_small_body_bytes)
+        await self.run(lambda db: db.heartbeat(store, body))
+        return Response(status_code=204)
+
+    # ---- admin (loopback only, no token) ----
+
+    def admin(self, handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            client = (request.client.host, request.client.port) if request.client else None
+            host = self.link.client_host(client)
+            if not is_loopback(host):
+                return ApiError(403, "FORBIDDEN", "the admin API answers loopback only").response()
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return exc.response()
+
+        return endpoint
+
+    async def admin_stats(self, request: Request) -> Response:
+        stats = await self.run(lambda db: db.stats())
+        latest = await self.run(lambda db: db.latest_snapshot())
+        stats["requests"] = {str(k): v for k, v in sorted(self.requests.items())}
+        stats["dropped_responses"] = self.dropped
+        stats["storage"] = self.storage.kind
+        stats["long_polls_waiting"] = self.feed.waiting
+        stats["snapshot"] = None if latest is None else asdict(latest)
+        stats["snapshot_responses"] = self.snapshots.served
+        return JSONResponse(stats)
+
+    async def admin_checks(self, request: Request) -> Response:
+        store = request.query_params.get("store") or None
+        return JSONResponse({"checks": await self.run(lambda db: db.checks(store))})
+
+    async def admin_member(self, request: Request) -> Response:
+        member_id = request.path_params["member_id"]
+        view = await self.run(lambda db: db.member_view(member_id))
+        if view is None:
+            raise ApiError(404, "NOT_FOUND", f"no member {member_id!r}")
+        return JSONResponse({**view["record"], "tickets": view["tickets"]})
+
+    async def admin_delete_member(self, request: Request) -> Response:
+        member_id = request.path_params["member_id"]
+        if not await self.run(lambda db: db.delete_member(member_id)):
+            raise ApiError(404, "NOT_FOUND", f"no member {member_id!r}")
+        return JSONResponse({"deleted": member_id})
+
+    async def admin_upsert_members(self, request: Request) -> Response:
+        body = await read_json(request, 1024 * MIB)
+        return JSONResponse({"upserted": await self.run(lambda db: db.upsert_members(body))})
+
+    async def admin_coupon(self, request: Request) -> Response:
+        code = request.path_params["code"]
+        view = await self.run(lambda db: db.coupon_view(code))
+        if view is None:
+            raise ApiError(404, "NOT_FOUND", f"no coupon {code!r}")
+        return JSONResponse(view)
+
+    async def admin_upsert_coupons(self, request: Request) -> Response:
+        body = await read_json(request, 256 * MIB)
+        return JSONResponse({"upserted": await self.run(lambda db: db.upsert_coupons(body))})
+
+    async def admin_delete_coupon(self, request: Request) -> Response:
+        code = request.path_params["code"]
+        if not await self.run(lambda db: db.delete_coupon(code)):
+            raise ApiError(404, "NOT_FOUND", f"no coupon {code!r}")
+        return JSONResponse({"deleted": code})
+
+    async def admin_rules(self, request: Request) -> Response:
+        body = await read_json(request, 16 * MIB)
+        await self.run(lambda db: db.set_rules(body))
+        return JSONResponse({"version": body["version"]})
+
+    async def admin_build_snapshot(self, request: Request) -> Response:
+        info = await build_snapshot(self.storage)
+        if info is None:
+            raise ApiError(409, "BUSY", "another central process is building a snapshot")
+        return JSONResponse(asdict(info))
+
+    async def admin_get_faults(self, request: Request) -> Response:
+        return JSONResponse(self.faults.as_dict())
+
+    async def admin_put_faults(self, request: Request) -> Response:
+        body = await read_json(request, self.config.max_small_body_bytes)
+        was_down = self.faults.settings.down
+        self.faults.update(body)
+        if self.faults.settings.down != was_down and self.link.on_down is not None:
+            # The connection that asked is spared, so its answer arrives.
+            asking = request.client.port if request.client else None
+            await self.link.on_down(self.faults.settings.down, asking)
+        return JSONResponse(self.faults.as_dict())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.open()
+        try:
+            yield
+        finally:
+            await self.close()
+
+
+def _wait_s(text: str, most: float) -> float:
+    try:
+        wait_s = float(text or "0")
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= 30:
+        raise ApiError(400, "BAD_WAIT", "wait_s must be a number of seconds 0..30")
+    return min(wait_s, most)
+
+
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def read_body(request: Request, limit: int, bad_code: str) -> bytes:
+    """The request body, gunzipped when `Content-Encoding: gzip`, refused (413) over `limit`."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", ""):
+        raise ApiError(400, "UNSUPPORTED_ENCODING", f"Content-Encoding {encoding!r}; use gzip")
+    too_large = ApiError(413, "PAYLOAD_TOO_LARGE", f"the body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            raise ApiError(400, bad_code, "the body is not valid gzip") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise too_large
+        if not inflater.eof:
+            raise ApiError(400, bad_code, "the gzip body is truncated")
+    return raw
+
+
+async def read_json(request: Request, limit: int, bad_code: str = "BAD_REQUEST") -> Any:
+    raw = await read_body(request, limit, bad_code)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeError):
+        raise ApiError(400, bad_code, "the body is not JSON") from None
+
+
+def create_app(config: ReferenceConfig, *, link: ProxyLink | None = None) -> Starlette:
+    """The reference central's ASGI app; its `Central` is `app.state.central`.
+
+    Served alone, it answers everything but "drop after commit" and "down", which need the
+    proxy that `ReferenceServer` puts in front of it.
+    """
+    return build_app(Central(config, link))
+
+
+def build_app(central: Central) -> Starlette:
+    api, admin = central.api, central.admin
+    routes = [
+        Route("/v1/stores/{store}/events", api(central.post_events), methods=["POST"]),
+        Route("/v1/stores/{store}/changes", api(central.get_changes), methods=["GET"]),
+        Route("/v1/stores/{store}/snapshot", api(central.get_snapshot), methods=["GET"]),
+        Route("/v1/coupons/{code}/authorizations", api(central.authorize), methods=["POST"]),
+        Route("/v1/stores/{store}/catalog", api(central.put_catalog), methods=["PUT"]),
+        Route("/v1/stores/{store}/heartbeat", api(central.heartbeat), methods=["POST"]),
+        Route("/_admin/stats", admin(central.admin_stats), methods=["GET"]),
+        Route("/_admin/checks", admin(central.admin_checks), methods=["GET"]),
+        Route("/_admin/members", admin(central.admin_upsert_members), methods=["POST"]),
+        Route("/_admin/members/{member_id}", admin(central.admin_member), methods=["GET"]),
+        Route(
+            "/_admin/members/{member_id}", admin(central.admin_delete_member), methods=["DELETE"]
+        ),
+        Route("/_admin/coupons", admin(central.admin_upsert_coupons), methods=["POST"]),
+        Route("/_admin/coupons/{code}", admin(central.admin_coupon), methods=["GET"]),
+        Route("/_admin/coupons/{code}", admin(central.admin_delete_coupon), methods=["DELETE"]),
+        Route("/_admin/rules", admin(central.admin_rules), methods=["PUT"]),
+        Route("/_admin/snapshot", admin(central.admin_build_snapshot), methods=["POST"]),
+        Route("/_admin/faults", admin(central.admin_get_faults), methods=["GET"]),
+        Route("/_admin/faults", admin(central.admin_put_faults), methods=["PUT"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return ApiError(exc.status_code, code, str(exc.detail), dict(exc.headers or {})).response()
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return ApiError(500, "SERVER_ERROR", type(exc).__name__).response()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=central.lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.state.central = central
+    return app
