@@ -1,7 +1,7 @@
 """A member lookup by card with 1,000,000 members, in one process and without the network: the
 gateway's own `Store.member_by_identifier` (a point lookup run on the event loop's thread), the
 bare SQLite point lookup under it, and what a hop to a thread and back (run_in_executor, aiosqlite)
-would add. Backs the choice explained in `Store._one` (gateway/store/store.py).
+would add. Backs the choice explained in `Store._one` (gateway/store/connections.py).
 
     python -m bench.lookup                  # 1,000,000 members, 20,000 lookups of each kind
 """
@@ -70,6 +70,9 @@ async def measure(db: Path, cards: list[str]) -> dict[str, dict[str, float]]:
     async def on_loop(card: str) -> Any:
         return lookup(card)
 
+    async def via_store(card: str) -> Any:
+        return store.member_by_identifier(card)
+
     async def via_thread(card: str) -> Any:
         return await loop.run_in_executor(pool, lookup, card)
 
@@ -81,7 +84,7 @@ async def measure(db: Path, cards: list[str]) -> dict[str, dict[str, float]]:
             return await cursor.fetchone()
 
     kinds: dict[str, Callable[[str], Awaitable[Any]]] = {
-        "Store.member_by_identifier (on the loop)": store.member_by_identifier,
+        "Store.member_by_identifier (on the loop)": via_store,
         "sqlite3 point lookup on the loop": on_loop,
         "same lookup via run_in_executor": via_thread,
         "empty run_in_executor hop": empty_hop,

@@ -9,7 +9,7 @@ import contextlib
 import datetime as dt
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
@@ -39,17 +39,29 @@ from gateway.domain.models import (
     Settlement,
 )
 from gateway.domain.money import format_amount, format_money, parse_amount
+from gateway.domain.names import CommandName, EventType
 from gateway.domain.reasons import CASHIER_TEXT, Reason
 from gateway.domain.rules_doc import DEFAULT_RULES, RulesDocument
 from gateway.rules.coupons import CouponUsage, coupon_refusal
 from gateway.rules.points import EarnContext, earn_points, is_birthday, tickets_and_wallet
 from gateway.rules.tokens import TokenRefused, looks_like_token, verify_app_token
-from gateway.store.store import CheckKey, MemberView, ReservedCoupon, Store, utc_stamp
+from gateway.store.store import (
+    CheckContext,
+    CheckKey,
+    ContextChanged,
+    MemberView,
+    PostedCheck,
+    ReservedCoupon,
+    Store,
+    utc_stamp,
+)
 from gateway.store.writer import StorageFull, WriterClosed
 
 log = structlog.get_logger("gateway.service")
 
-RECEIPT_WIDTH = 32
+# receipt.line_width (DESIGN.md section 2): what a MICROS check information line holds; the
+# public ISL scripts cut the lines they save to 24 characters.
+RECEIPT_WIDTH = 24
 RECEIPT_LINES = 8
 LOTTERY = "lottery"
 
@@ -140,10 +152,11 @@ class ServiceStats:
     future_business_dates: int = 0  # checks refused: business date later than tomorrow here
 
 
-def receipt_line(label: str, value: str) -> str:
-    """`label .... value` in at most 32 columns: the label is cut first, then the value."""
-    value = value[:RECEIPT_WIDTH]
-    room = RECEIPT_WIDTH - len(value) - 1
+def receipt_line(label: str, value: str, width: int = RECEIPT_WIDTH) -> str:
+    """`label .... value` in at most `width` characters (receipt.line_width, 24 by default):
+    the label is cut first, then the value."""
+    value = value[:width]
+    room = width - len(value) - 1
     if room <= 0:
         return value
     return f"{label[:room]:<{room}} {value}"
@@ -262,25 +275,25 @@ class Gateway:
 
     # ---- the commands --------------------------------------------------------------------------
 
-    @_timed("PING")
+    @_timed(CommandName.PING)
     async def ping(self) -> Pong:
-        self._count("PING", "ok")
+        self._count(CommandName.PING, "ok")
         state: CentralState = self._central_state() if self._central_state else "STANDALONE"
         return Pong(state=state, version=__version__)
 
-    @_timed("IDENT")
+    @_timed(CommandName.IDENT)
     async def identify(self, request: IdentRequest) -> IdentOk | Refusal:
         now = self._clock()
         rules = self.rules(now)
-        view = await self.store.member_by_identifier(request.token)
+        view = self.store.member_by_identifier(request.token)
         if view is None and looks_like_token(request.token):
             try:
                 token = verify_app_token(
                     request.token, rules.app_token_keys, now, rules.token_clock_skew_s
                 )
             except TokenRefused as refused:
-                return self._refuse("IDENT", Reason(refused.reason), refused.message)
-            view = await self.store.member(token.member_id)
+                return self._refuse(CommandName.IDENT, Reason(refused.reason), refused.message)
+            view = self.store.member(token.member_id)
             if view is None:  # a member this store has never seen: the token vouches for them
                 view = MemberView(
                     member=Member.model_construct(
@@ -298,11 +311,11 @@ class Gateway:
                     lottery_paused=False,
                 )
         if view is None:
-            return self._refuse("IDENT", Reason.UNKNOWN_MEMBER)
+            return self._refuse(CommandName.IDENT, Reason.UNKNOWN_MEMBER)
         member = view.member
         lottery = self.lottery_mode(view, rules)
         event = self._event(
-            "member.identified",
+            EventType.MEMBER_IDENTIFIED,
             {
                 "member_id": member.member_id,
                 "wsid": request.wsid,
@@ -315,7 +328,7 @@ class Gateway:
         # batch, and survives a crash of the process once queued to the WAL.
         with contextlib.suppress(WriterClosed):
             self.store.append_events_nowait([event])
-        self._count("IDENT", "ok")
+        self._count(CommandName.IDENT, "ok")
         return IdentOk(
             member_id=member.member_id,
             display_name=member.display_name,
@@ -325,7 +338,7 @@ class Gateway:
             message=f"Welcome {member.display_name}".strip(),
         )
 
-    @_timed("COUPON")
+    @_timed(CommandName.COUPON)
     async def check_coupon(self, request: CouponRequest) -> CouponOk | Refusal:
         now = self._clock()
         decimals = self.options.currency_decimals
@@ -355,15 +368,15 @@ class Gateway:
                 decide=decide,
             )
         except StorageFull:
-            return self._refuse("COUPON", Reason.STORAGE_FULL)
+            return self._refuse(CommandName.COUPON, Reason.STORAGE_FULL)
         if isinstance(result, Refusal):
-            return self._refuse("COUPON", result.reason, result.message)
+            return self._refuse(CommandName.COUPON, result.reason, result.message)
         coupon, ref = result.coupon, result.ref
         if result.new and self._authorizer is not None and coupon.max_redemptions == 1:
             refusal = await self._authorize_online(request, coupon, ref, now)
             if refusal is not None:
-                return self._refuse("COUPON", refusal.reason, refusal.message)
-        self._count("COUPON", "ok")
+                return self._refuse(CommandName.COUPON, refusal.reason, refusal.message)
+        self._count(CommandName.COUPON, "ok")
         if coupon.kind == "amount":
             value, label = coupon.value or "", f"{coupon.value} off"
         elif coupon.kind == "percent":
@@ -408,8 +421,17 @@ class Gateway:
             approved = answer.get("status") == "approved"
             reason = str(answer.get("reason") or "")
         except Exception as error:  # no answer in time, or none at all: the store decides
+            from gateway.links import LinkError
+
             self.stats.offline_authorizations += 1
-            log.info("coupon_authorization_offline", code=coupon.code, error=type(error).__name__)
+            if isinstance(error, TimeoutError | LinkError):  # central slow, away or refusing
+                log.info(
+                    "coupon_authorization_offline", code=coupon.code, error=type(error).__name__
+                )
+            else:  # a bug, not central: the same policy decides, but it is said loudly
+                log.exception(
+                    "coupon_authorization_error", code=coupon.code, error=type(error).__name__
+                )
             allowed = self._offline_allows(coupon, request.subtotal)
             if allowed:
                 await self.store.note_authorization(ref, how="offline", authorization_id=None)
@@ -447,25 +469,25 @@ class Gateway:
     ) -> None:
         def released(ref: str, code: str) -> OutboxEvent:
             payload = {"code": code, "coupon_ref": ref, "reason": reason, "wsid": request.wsid}
-            return self._event("coupon.released", {**payload, "check": request.check}, now)
+            return self._event(EventType.COUPON_RELEASED, {**payload, "check": request.check}, now)
 
         await self.store.release_coupon(ref, now, released, released_by=reason)
 
-    @_timed("COUPON_VOID")
+    @_timed(CommandName.COUPON_VOID)
     async def void_coupon(self, request: CouponVoidRequest) -> CouponVoidOk | Refusal:
         now = self._clock()
 
         def released(ref: str, code: str) -> OutboxEvent:
             payload = {"code": code, "coupon_ref": ref, "reason": "void", "wsid": request.wsid}
-            return self._event("coupon.released", {**payload, "check": request.check}, now)
+            return self._event(EventType.COUPON_RELEASED, {**payload, "check": request.check}, now)
 
         try:
             refusal = await self.store.release_coupon(request.coupon_ref, now, released)
         except StorageFull:
-            return self._refuse("COUPON_VOID", Reason.STORAGE_FULL)
+            return self._refuse(CommandName.COUPON_VOID, Reason.STORAGE_FULL)
         if refusal is not None:
-            return self._refuse("COUPON_VOID", refusal.reason, refusal.message)
-        self._count("COUPON_VOID", "ok")
+            return self._refuse(CommandName.COUPON_VOID, refusal.reason, refusal.message)
+        self._count(CommandName.COUPON_VOID, "ok")
         return CouponVoidOk(request.coupon_ref)
 
     async def release_expired_reservations(self) -> int:
@@ -474,24 +496,28 @@ class Gateway:
 
         def expired(ref: str, code: str, wsid: int, check: int) -> OutboxEvent:
             payload = {"code": code, "coupon_ref": ref, "reason": "expired"}
-            return self._event("coupon.released", {**payload, "wsid": wsid, "check": check}, now)
+            return self._event(
+                EventType.COUPON_RELEASED, {**payload, "wsid": wsid, "check": check}, now
+            )
 
         return await self.store.release_expired(now, expired)
 
-    @_timed("CONSENT")
+    @_timed(CommandName.CONSENT)
     async def consent(self, request: ConsentRequest) -> ConsentOk | Refusal:
-        view = await self.store.member(request.member_id)
+        view = self.store.member(request.member_id)
         if view is None:
-            return self._refuse("CONSENT", Reason.UNKNOWN_MEMBER)
+            return self._refuse(CommandName.CONSENT, Reason.UNKNOWN_MEMBER)
         if request.join and self.lottery_paused(view, self.rules(self._clock())):
             # leaving is always possible
-            return self._refuse("CONSENT", Reason.PROGRAM_PAUSED, "Lottery paused")
+            return self._refuse(CommandName.CONSENT, Reason.PROGRAM_PAUSED, "Lottery paused")
         if request.join and not view.member.lottery_eligible:
-            return self._refuse("CONSENT", Reason.NOT_ELIGIBLE, "Not eligible for the lottery")
+            return self._refuse(
+                CommandName.CONSENT, Reason.NOT_ELIGIBLE, "Not eligible for the lottery"
+            )
         earn_mode = LOTTERY if request.join else "points"
         now = self._clock()
         event = self._event(
-            "consent.changed",
+            EventType.CONSENT_CHANGED,
             {
                 "member_id": request.member_id,
                 "program": LOTTERY,
@@ -506,11 +532,11 @@ class Gateway:
                 request.member_id, earn_mode=earn_mode, consent=request.join, event=event
             )
         except StorageFull:
-            return self._refuse("CONSENT", Reason.STORAGE_FULL)
-        self._count("CONSENT", "ok")
+            return self._refuse(CommandName.CONSENT, Reason.STORAGE_FULL)
+        self._count(CommandName.CONSENT, "ok")
         return ConsentOk(request.member_id, earn_mode)  # type: ignore[arg-type]
 
-    @_timed("POST")
+    @_timed(CommandName.POST)
     async def post_check(self, request: PostRequest) -> PostOk | Refusal:
         now = self._clock()
         rules = self.rules(now)
@@ -518,44 +544,66 @@ class Gateway:
         if rules.category_multipliers or rules.excluded_categories:
             categories = self.store.categories_for([i.object for i in request.items])
         key = CheckKey(request.business_date, request.wsid, request.check)
+        # Settled here from the context the store reads now, then recorded by the store. When
+        # that context changed before the write (another check of the same member committed in
+        # between), nothing was written: settle again from the context the writer read. Each
+        # retry follows a commit that changed this member or these coupons, so there are at
+        # most as many as such writes running at once.
+        context = self.store.check_context(
+            key, member_id=request.member_id, coupon_refs=request.coupon_refs, now=now
+        )
         try:
-            reply, first_time = await self.store.settle_check(
-                key,
-                member_id=request.member_id,
-                total=request.total,
-                coupon_refs=request.coupon_refs,
-                now=now,
-                settle=lambda view, coupons: self._settle(
-                    request, view, coupons, now, rules, categories
-                ),
+            outcome = await self.store.record_check(
+                self._settled(request, key, context, now, rules, categories)
             )
+            while isinstance(outcome, ContextChanged):
+                outcome = await self.store.record_check(
+                    self._settled(request, key, outcome.current, now, rules, categories)
+                )
+            reply, first_time = outcome.reply, outcome.first_time
         except StorageFull:
-            return self._refuse("POST", Reason.STORAGE_FULL)
-        self._count("POST", "ok" if first_time else "replayed")
+            return self._refuse(CommandName.POST, Reason.STORAGE_FULL)
+        self._count(CommandName.POST, "ok" if first_time else "replayed")
         return reply
 
-    # ---- settling a check (runs inside the writer's transaction; pure but for the ULIDs) -------
+    # ---- settling a check (on the loop, from the context the store read; pure but for ULIDs) --
+
+    def _settled(
+        self,
+        request: PostRequest,
+        key: CheckKey,
+        context: CheckContext,
+        now: dt.datetime,
+        rules: RulesDocument,
+        categories: dict[int, str],
+    ) -> PostedCheck:
+        """The check settled from `context`, as the store records it."""
+        settlement = self._settle(request, context, now, rules, categories)
+        # Positional: keywords cost a quarter of a microsecond here, on every POST.
+        return PostedCheck(
+            key, request.member_id, request.total, request.coupon_refs, now, context, settlement
+        )
 
     def _settle(
         self,
         request: PostRequest,
-        view: MemberView | None,
-        coupons: list[ReservedCoupon],
+        context: CheckContext,
         now: dt.datetime,
         rules: RulesDocument,
         categories: dict[int, str],
     ) -> Settlement:
+        view, coupons = context.member_view(), context.coupons
         member: Member | None = view.member if view else None
         earned = 0
         if request.member_id is not None:
-            context = EarnContext(
+            earn = EarnContext(
                 decimals=self.options.currency_decimals,
                 tier=member.tier if member else "",
                 birthday=is_birthday(member.birthday if member else None, request.business_date),
                 day=request.business_date,
                 categories=categories,
             )
-            earned = earn_points(request.total, request.subtotal, request.items, rules, context)
+            earned = earn_points(request.total, request.subtotal, request.items, rules, earn)
         tickets = 0
         ledger: LedgerEntry | None = None
         balance = view.balance if view else Balance(0, 0)
@@ -592,7 +640,7 @@ class Gateway:
         events = [self._check_posted(request, coupons, earned, ledger, now, rules.version)]
         events += [
             self._event(
-                "coupon.redeemed",
+                EventType.COUPON_REDEEMED,
                 {
                     "code": c.code,
                     "coupon_ref": c.ref,
@@ -616,7 +664,7 @@ class Gateway:
     def _check_posted(
         self,
         request: PostRequest,
-        coupons: list[ReservedCoupon],
+        coupons: Sequence[ReservedCoupon],
         earned: int,
         ledger: LedgerEntry | None,
         now: dt.datetime,
@@ -625,7 +673,7 @@ class Gateway:
         # earn_mode and wallet_delta tell central where the points went (DESIGN.md section 6).
         lottery = ledger is not None and (ledger.tickets != 0 or ledger.wallet != 0)
         return self._event(
-            "check.posted",
+            EventType.CHECK_POSTED,
             {
                 "business_date": request.business_date.isoformat(),
                 "wsid": request.wsid,
@@ -670,15 +718,17 @@ class Gateway:
     ) -> tuple[str, ...]:
         if member is None and earned == 0:
             return ()
+        # At most RECEIPT_LINES lines of RECEIPT_WIDTH characters. A member's receipt always
+        # names the points this visit earned; a lottery member's also the tickets (this visit
+        # and this month) and the wallet the points went to (DESIGN.md section 2).
         lines = []
         if member is not None and member.display_name:
             lines.append(receipt_line("Member", member.display_name))
+        lines.append(receipt_line("Points this visit", str(earned)))
         if lottery:
             lines.append(receipt_line("Tickets this visit", str(tickets)))
             lines.append(receipt_line("Tickets this month", str(tickets_month)))
             lines.append(receipt_line("Wallet points", str(balance.wallet)))
-        else:
-            lines.append(receipt_line("Points this visit", str(earned)))
         if member is not None:  # a member this store does not hold: central knows the balance
             lines.append(receipt_line("Points balance", str(balance.points)))
         saved = request.subtotal - request.total

@@ -4,9 +4,9 @@
     {prefix}/{store}/pos/{wsid}/resp     replies, QoS 1 (or the request's MQTT 5 response topic)
     {prefix}/{store}/gateway/status      retained; the broker's last will sets it offline
 
-Bodies use the SIM table's command and field names (`messages.FIELDS`, `messages.REPLY_FIELDS`)
-and every value goes through the same `parse_request` validation, so a register gets the same
-answer over MQTT as over TCP or serial. A request redelivered with the same wsid and correlation
+Bodies use the command classes' field names (`messages.COMMANDS`, `messages.REPLIES`) and every
+value goes through the same `Command.parse` validation, so a register gets the same answer over
+MQTT as over TCP or serial. A request redelivered with the same wsid and correlation
 id is answered from a cache and never runs twice. `MqttResponder` holds that logic without a
 broker; `MqttAdapter` connects, reconnects with backoff, and publishes the gateway's status.
 docs/protocol.md ("MQTT") is the contract.
@@ -35,17 +35,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.domain.reasons import Reason
+from gateway.links import Link, LinkEvents
 from gateway.service import Gateway
 from pos_adapters.sim.messages import (
-    FIELDS,
+    COMMANDS,
+    REPLIES,
+    AnyCommand,
     BadRequest,
     ParseContext,
+    command_named,
     error_fields,
-    execute,
-    name_reply,
-    parse_request,
-    reply_fields,
-    unname_reply,
 )
 
 log = structlog.get_logger("pos_adapters.mqtt")
@@ -60,18 +59,6 @@ RECONNECT_MAX_S = 30.0
 _WSID = re.compile(r"[0-9]{1,4}")
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Reply fields sent as JSON integers, and those sent as null when the SIM field is empty.
-_INTEGER_REPLY_FIELDS = frozenset(
-    {
-        "points_balance",
-        "points_earned",
-        "tickets_earned",
-        "wallet_points",
-        "pos_discount_object",
-        "item_object",
-    }
-)
-_NULL_WHEN_EMPTY = frozenset({"pos_discount_object", "value", "item_object"})
 _RESERVED_KEYS = frozenset({"command", "correlation_id"})
 
 CorrelationId = str | int
@@ -121,39 +108,44 @@ class Topics:
 
 
 def reply_body(fields: Sequence[str], correlation_id: CorrelationId | None) -> dict[str, Any]:
-    """A reply's SIM fields as the JSON object MQTT sends: every field named, counts as integers,
-    absent numbers and values as null, amounts as strings (money is never a binary float)."""
-    body: dict[str, Any] = {}
-    for key, value in name_reply(fields).items():
-        if isinstance(value, str):
-            if not value and key in _NULL_WHEN_EMPTY:
-                body[key] = None
-                continue
-            if key in _INTEGER_REPLY_FIELDS and _INTEGER.fullmatch(value):
-                body[key] = int(value)
-                continue
-        body[key] = value
+    """A reply's SIM fields as the JSON object MQTT sends: every field named (`REPLIES`), counts
+    as integers, optional fields left empty as null, amounts as strings (money is never a binary
+    float)."""
+    kind = fields[0]
+    body: dict[str, Any] = {"reply": kind}
+    for position, spec in enumerate(REPLIES[kind], start=1):
+        if spec.rest:
+            body[spec.name] = list(fields[position:])
+            continue
+        value = fields[position] if position < len(fields) else ""
+        if not value and spec.optional:
+            body[spec.name] = None
+        elif spec.count and _INTEGER.fullmatch(value):
+            body[spec.name] = int(value)
+        else:
+            body[spec.name] = value
     body["correlation_id"] = correlation_id
     return body
 
 
 def fields_of_reply(body: Mapping[str, Any]) -> list[str]:
     """The inverse of `reply_body` (for registers and tests): a JSON reply as SIM fields."""
-    named: dict[str, str | list[str]] = {}
-    for key, value in body.items():
-        if key == "correlation_id":
-            continue
+    kind = str(body["reply"])
+    fields = [kind]
+    for spec in REPLIES[kind]:
+        value = body.get(spec.name)
         if isinstance(value, list):
-            named[key] = [str(v) for v in value]
+            fields.extend(str(v) for v in value)
         else:
-            named[key] = "" if value is None else str(value)
-    return unname_reply(named)
+            fields.append("" if value is None else str(value))
+    return fields
 
 
 def request_body(fields: Sequence[str], correlation_id: CorrelationId) -> dict[str, Any]:
     """SIM request fields (command first) as the JSON object a register publishes."""
     command = fields[0]
-    names = FIELDS.get(command, ())
+    known = COMMANDS.get(command)
+    names = known.names if known is not None else ()
     body: dict[str, Any] = {"command": command}
     for position, value in enumerate(fields[1:]):
         body[names[position] if position < len(names) else f"field_{position + 2}"] = value
@@ -207,20 +199,20 @@ def _correlation_id(body: Mapping[str, Any]) -> CorrelationId:
     return value
 
 
-def request_values(command: str, body: Mapping[str, Any], wsid: int) -> dict[str, str]:
-    """The named SIM fields of a request body; `wsid` (from the topic) fills a missing wsid."""
-    names = FIELDS.get(command)
-    if names is None:
-        raise BadRequest(Reason.UNKNOWN_COMMAND, f"unknown command {command[:20]!r}")
+def request_values(command: AnyCommand, body: Mapping[str, Any], wsid: int) -> list[str]:
+    """A request body's values as the SIM fields after the command, in wire order (`names`);
+    `wsid` (from the topic) fills a missing wsid."""
+    names = command.names
     for key in body:
         if key not in names and key not in _RESERVED_KEYS:
-            raise BadRequest(Reason.BAD_FIELD, f"unknown field {key[:40]!r} for {command}")
-    values: dict[str, str] = {}
+            message = f"unknown field {key[:40]!r} for {command.name}"
+            raise BadRequest(Reason.BAD_FIELD, message)
+    values: list[str] = []
     for name in names:
         if name in body:
-            values[name] = _text_of(name, body[name])
+            values.append(_text_of(name, body[name]))
         elif name == "wsid":
-            values[name] = str(wsid)
+            values.append(str(wsid))
         else:
             raise BadRequest(Reason.BAD_FIELD, f"{name}: missing")
     return values
@@ -350,13 +342,13 @@ class MqttResponder:
 
     async def _answer(self, body: Mapping[str, Any], wsid: int) -> list[str]:
         try:
-            command = body.get("command")
-            if command is None:
+            name = body.get("command")
+            if name is None:
                 raise BadRequest(Reason.BAD_FIELD, "command: missing")
-            if not isinstance(command, str):
+            if not isinstance(name, str):
                 raise BadRequest(Reason.BAD_FIELD, "command: a string expected")
-            values = request_values(command, body, wsid)
-            request = parse_request(command, values, self.context)
+            command = command_named(name)
+            request = command.parse(request_values(command, body, wsid), self.context)
             if request is not None and request.wsid != wsid:
                 message = f"wsid: {request.wsid} is not the topic's {wsid}"
                 raise BadRequest(Reason.BAD_FIELD, message)
@@ -364,12 +356,12 @@ class MqttResponder:
             self.stats.errors[bad.reason.value] += 1
             return error_fields(bad.reason, bad.message)
         try:
-            answer = await execute(self.service, command, request)
+            answer = await command.run(self.service, request)
         except Exception:  # a bug costs one reply, never the adapter or the daemon
             self.stats.internal_errors += 1
-            log.exception("request_failed", command=command, transport="mqtt")
+            log.exception("request_failed", command=name, transport="mqtt")
             return error_fields(Reason.UNAVAILABLE, "Loyalty unavailable - go on")
-        return reply_fields(command, answer)
+        return command.reply(answer)
 
 
 # ---- the broker connection ----------------------------------------------------------------------
@@ -428,9 +420,17 @@ class MqttAdapter:
         self.topics = responder.topics
         self.options = options
         self.state: ConnectionState = "connecting"
-        self.outages = 0
-        self.failed_attempts = 0  # connections refused or lost, in all
-        self.last_error: str | None = None
+        # The broker connection's availability: each outage logged once, and its end.
+        self.link = Link(
+            log,
+            LinkEvents(
+                down="mqtt_connection_lost",
+                up="mqtt_reconnected",
+                first_down="mqtt_unreachable",
+                first_up="mqtt_connected",
+            ),
+            broker=options.broker,
+        )
         self.connected_since: str | None = None
         self._client: aiomqtt.Client | None = None
         self._tls_context: ssl.SSLContext | None = None
@@ -438,13 +438,23 @@ class MqttAdapter:
         self._inflight: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._stopping = False
-        self._ever_connected = False
-        self._down_since: float | None = None
-        self._failures = 0
 
     @property
     def stats(self) -> MqttStats:
         return self.responder.stats
+
+    @property
+    def outages(self) -> int:
+        return self.link.outages
+
+    @property
+    def failed_attempts(self) -> int:
+        """Connections refused or lost, in all."""
+        return self.link.failures
+
+    @property
+    def last_error(self) -> str | None:
+        return self.link.last_error
 
     def _status(self, state: str, *, since: str | None, reason: str | None = None) -> bytes:
         o = self.options
@@ -482,7 +492,7 @@ class MqttAdapter:
             # are stale), then the same session across reconnects, so that requests published
             # while we were away are delivered. (paho's "first only" option restarts with every
             # connect() call, and aiomqtt calls connect() for every connection.)
-            clean_start=not self._ever_connected,
+            clean_start=not self.link.ever_up,
             properties=properties,
             keepalive=o.keepalive_s,
             timeout=o.timeout_s,
@@ -561,8 +571,7 @@ class MqttAdapter:
             except aiomqtt.MqttError as error:
                 self._failed(error)
             except Exception as error:  # a bug here must not silence MQTT for good: log, retry
-                log.exception("mqtt_adapter_error")
-                self._failed(error)
+                self._failed(error, unexpected=True)
             # Jittered, so that the gateways of many stores do not all reconnect at once.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, o.reconnect_max_s)
@@ -572,37 +581,12 @@ class MqttAdapter:
         self.connected_since = _utc_now()
         status = self._status("online", since=self.connected_since)
         await client.publish(self.topics.status, status, qos=1, retain=True)
-        loop = asyncio.get_running_loop()
-        if not self._ever_connected:
-            log.info(
-                "mqtt_connected",
-                broker=self.options.broker,
-                topic=self.topics.requests,
-                failures=self._failures,
-            )
-        else:
-            assert self._down_since is not None
-            log.info(
-                "mqtt_reconnected",
-                broker=self.options.broker,
-                outage_s=round(loop.time() - self._down_since, 3),
-                failures=self._failures,
-            )
-        self._ever_connected = True
-        self._down_since = None
-        self._failures = 0
+        self.link.succeeded(topic=self.topics.requests)
         self._set_state("connected")
 
-    def _failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException, *, unexpected: bool = False) -> None:
         # One warning per outage; the attempts after it are counted, not logged.
-        self.last_error = str(error) or type(error).__name__
-        self.failed_attempts += 1
-        self._failures += 1
-        if self._down_since is None:
-            self._down_since = asyncio.get_running_loop().time()
-            self.outages += 1
-            event = "mqtt_connection_lost" if self._ever_connected else "mqtt_unreachable"
-            log.warning(event, broker=self.options.broker, error=self.last_error)
+        self.link.failed(error, unexpected="mqtt_adapter_error" if unexpected else None)
         self._set_state("connecting")
 
     def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:

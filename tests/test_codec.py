@@ -6,9 +6,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.domain.reasons import Reason
 from pos_adapters.sim.codec import (
+    ACK,
     DEFAULT_MAX_FRAME,
+    EOT,
+    ETX,
+    FRAME_REASONS,
+    FS,
+    NAK,
+    SOH,
+    STX,
     Frame,
+    FrameByte,
     FrameDecoder,
     FrameError,
     checksum,
@@ -16,7 +26,8 @@ from pos_adapters.sim.codec import (
     encode_frame,
 )
 
-REASONS = {"BAD_CHECKSUM", "BAD_FRAME", "BAD_FIELD", "FRAME_TOO_LARGE"}
+# The reasons the codec may give (docs/protocol.md section 5), written out: not read from the code.
+REASONS = {Reason.BAD_CHECKSUM, Reason.BAD_FRAME, Reason.BAD_FIELD, Reason.FRAME_TOO_LARGE}
 
 # Bytes a source id may hold, and the characters cp1252 can encode that are not control characters.
 TEXT_BYTES = [b for b in range(0x20, 0x100) if b != 0x7F]
@@ -57,13 +68,13 @@ def build(
     flag: bytes = b" ",
     data: bytes = b"PING",
     *,
-    stx: bytes = b"\x02\x1c",
+    stx: bytes = STX.byte + FS.byte,
     check: bytes | None = None,
-    tail: bytes = b"\x04",
+    tail: bytes = EOT.byte,
 ) -> bytes:
     """Frame bytes with any part replaced; the checksum is right unless given."""
-    body = sid + stx + seq + flag + data + b"\x03"
-    return b"\x01" + body + (checksum(body) if check is None else check) + tail
+    body = sid + stx + seq + flag + data + ETX.byte
+    return SOH.byte + body + (checksum(body) if check is None else check) + tail
 
 
 def feed_chunks(decoder: FrameDecoder, stream: bytes, size: int) -> list[Frame | FrameError]:
@@ -73,6 +84,25 @@ def feed_chunks(decoder: FrameDecoder, stream: bytes, size: int) -> list[Frame |
 
 
 # --- encoding, checksum, worked example -------------------------------------------------------
+
+
+def test_frame_bytes_are_the_documented_ones() -> None:
+    # DESIGN.md section 2; the hand-written frames in this file spell them out as literals.
+    assert {b.name: b.value for b in FrameByte} == {
+        "SOH": 0x01,
+        "STX": 0x02,
+        "ETX": 0x03,
+        "EOT": 0x04,
+        "ACK": 0x06,
+        "NAK": 0x15,
+        "FS": 0x1C,
+    }
+    assert tuple(FrameByte) == (SOH, STX, ETX, EOT, ACK, NAK, FS)
+    assert ACK.byte == b"\x06" and bytes([NAK]) == b"\x15"
+
+
+def test_frame_reasons_are_the_documented_ones() -> None:
+    assert FRAME_REASONS == REASONS
 
 
 def test_checksum_is_the_byte_sum_as_four_upper_case_hex_digits() -> None:
@@ -270,32 +300,32 @@ def test_decoder_refuses_a_limit_below_one_header() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason", "sid", "seq", "says"),
     [
-        (build(check=b"0000"), "BAD_CHECKSUM", b"WS12", 7, "computed 02E3"),
-        (build(data=b"IDENT\x1c12\x1c1\x07\x1c0"), "BAD_FIELD", b"WS12", 7, "field 3"),
-        (build(data=b"IDENT\x1c1\x032"), "BAD_FIELD", b"WS12", 7, "field 2"),
+        (build(check=b"0000"), Reason.BAD_CHECKSUM, b"WS12", 7, "computed 02E3"),
+        (build(data=b"IDENT\x1c12\x1c1\x07\x1c0"), Reason.BAD_FIELD, b"WS12", 7, "field 3"),
+        (build(data=b"IDENT\x1c1\x032"), Reason.BAD_FIELD, b"WS12", 7, "field 2"),
         (
             build(data=b"IDENT\x1c12\x1c\x81"),
-            "BAD_FIELD",
+            Reason.BAD_FIELD,
             b"WS12",
             7,
             "field 3 is not valid cp1252",
         ),
-        (build(seq=b"4x"), "BAD_FRAME", b"WS12", None, "sequence"),
-        (build(seq=b"7"), "BAD_FRAME", b"WS12", None, "sequence"),
-        (build(flag=b"X"), "BAD_FRAME", b"WS12", 7, "flag"),
-        (build(sid=b"W" * 65), "BAD_FRAME", None, None, "source id"),
-        (build(sid=b""), "BAD_FRAME", None, None, "source id"),
-        (build(sid=b"WS\x0712"), "BAD_FRAME", None, None, "source id"),
-        (build(stx=b""), "BAD_FRAME", None, None, "STX"),
-        (build(stx=b"\x02"), "BAD_FRAME", b"WS12", None, "FS"),
-        (build(check=b"02G7"), "BAD_FRAME", b"WS12", 7, "4 hex"),
-        (build(check=b"207"), "BAD_FRAME", b"WS12", 7, "4 hex"),
-        (build(tail=b"!\x04"), "BAD_FRAME", b"WS12", 7, "EOT"),
-        (b"\x01WS12\x02\x1c07 PING0207\x04", "BAD_FRAME", b"WS12", 7, "ETX"),
+        (build(seq=b"4x"), Reason.BAD_FRAME, b"WS12", None, "sequence"),
+        (build(seq=b"7"), Reason.BAD_FRAME, b"WS12", None, "sequence"),
+        (build(flag=b"X"), Reason.BAD_FRAME, b"WS12", 7, "flag"),
+        (build(sid=b"W" * 65), Reason.BAD_FRAME, None, None, "source id"),
+        (build(sid=b""), Reason.BAD_FRAME, None, None, "source id"),
+        (build(sid=b"WS\x0712"), Reason.BAD_FRAME, None, None, "source id"),
+        (build(stx=b""), Reason.BAD_FRAME, None, None, "STX"),
+        (build(stx=b"\x02"), Reason.BAD_FRAME, b"WS12", None, "FS"),
+        (build(check=b"02G7"), Reason.BAD_FRAME, b"WS12", 7, "4 hex"),
+        (build(check=b"207"), Reason.BAD_FRAME, b"WS12", 7, "4 hex"),
+        (build(tail=b"!\x04"), Reason.BAD_FRAME, b"WS12", 7, "EOT"),
+        (b"\x01WS12\x02\x1c07 PING0207\x04", Reason.BAD_FRAME, b"WS12", 7, "ETX"),
         # Lower-case checksums are accepted on the slow path too: the field is what is wrong.
-        (build(data=b"IDENT\x1c\x07", check=b"034c"), "BAD_FIELD", b"WS12", 7, "field 2"),
+        (build(data=b"IDENT\x1c\x07", check=b"034c"), Reason.BAD_FIELD, b"WS12", 7, "field 2"),
         # Layout, then checksum, then fields: a damaged frame is not blamed on its content.
-        (build(data=b"IDENT\x1c\x07", check=b"0000"), "BAD_CHECKSUM", b"WS12", 7, "checksum"),
+        (build(data=b"IDENT\x1c\x07", check=b"0000"), Reason.BAD_CHECKSUM, b"WS12", 7, "checksum"),
     ],
     ids=[
         "bad-checksum",
@@ -319,12 +349,13 @@ def test_decoder_refuses_a_limit_below_one_header() -> None:
     ],
 )
 def test_frame_errors(
-    raw: bytes, reason: str, sid: bytes | None, seq: int | None, says: str
+    raw: bytes, reason: Reason, sid: bytes | None, seq: int | None, says: str
 ) -> None:
     decoder = FrameDecoder()
     [error] = decoder.feed(raw)
     assert isinstance(error, FrameError)
     assert (error.reason, error.source_id, error.seq) == (reason, sid, seq)
+    assert isinstance(error.reason, Reason)  # the protocol's reason codes, not loose strings
     assert error.answerable == (sid is not None and seq is not None)
     assert says in error.message
     # The message goes back in a reply field, so it must be short and sendable as it is.
@@ -369,11 +400,11 @@ def test_oversize_frame_with_readable_header_is_answered_and_the_next_frame_deco
     good = Frame(b"WS12", 6, False, ("PING",))
     decoder = FrameDecoder()
     out = feed_chunks(decoder, big + good.to_bytes(), chunk)
-    assert out == [FrameError("FRAME_TOO_LARGE", "frame over 32768 bytes", b"WS12", 5), good]
+    assert out == [FrameError(Reason.FRAME_TOO_LARGE, "frame over 32768 bytes", b"WS12", 5), good]
     assert isinstance(out[0], FrameError)
     assert out[0].answerable
     assert decoder.stats.dropped_bytes == len(big)
-    assert decoder.stats.errors == {"FRAME_TOO_LARGE": 1}
+    assert decoder.stats.errors == {Reason.FRAME_TOO_LARGE: 1}
 
 
 def test_frame_of_exactly_max_frame_bytes_is_accepted() -> None:
@@ -382,7 +413,7 @@ def test_frame_of_exactly_max_frame_bytes_is_accepted() -> None:
     assert FrameDecoder(max_frame=len(raw)).feed(raw) == [frame]
     [error] = FrameDecoder(max_frame=len(raw) - 1).feed(raw)
     assert isinstance(error, FrameError)
-    assert error.reason == "FRAME_TOO_LARGE"
+    assert error.reason == Reason.FRAME_TOO_LARGE
 
 
 def test_oversize_frame_with_unreadable_header_is_only_counted() -> None:
@@ -400,7 +431,7 @@ def test_endless_frame_keeps_memory_bounded() -> None:
     for _ in range(10 * 1024 * 1024 // len(chunk)):
         out += decoder.feed(chunk)
         assert decoder.pending <= DEFAULT_MAX_FRAME
-    assert out == [FrameError("FRAME_TOO_LARGE", "frame over 32768 bytes", b"WS12", 5)]
+    assert out == [FrameError(Reason.FRAME_TOO_LARGE, "frame over 32768 bytes", b"WS12", 5)]
     good = Frame(b"WS12", 6, False, ("PING",))
     assert decoder.feed(good.to_bytes()) == [good]
     assert decoder.stats.dropped_bytes == 15 + 10 * 1024 * 1024
@@ -429,6 +460,6 @@ def test_reset_drops_a_stalled_frame_and_counts_it() -> None:
 
 
 def test_answerable_needs_both_source_id_and_seq() -> None:
-    assert FrameError("BAD_FRAME", "m", b"WS12", 7).answerable
-    assert not FrameError("BAD_FRAME", "m", b"WS12", None).answerable
-    assert not FrameError("BAD_FRAME", "m", None, 7).answerable
+    assert FrameError(Reason.BAD_FRAME, "m", b"WS12", 7).answerable
+    assert not FrameError(Reason.BAD_FRAME, "m", b"WS12", None).answerable
+    assert not FrameError(Reason.BAD_FRAME, "m", None, 7).answerable

@@ -243,13 +243,14 @@ async def test_a_lottery_month_carries_the_wallet_over_and_counts_tickets_per_mo
             "POST", "3", "1", "91", "20261031", "M2", "45.00", "45.00", "", ""
         )
         assert first[1:5] == ["45", "40", "1", "25"]  # 30 + 45 = 75: one ticket, 25 kept
-        assert "Tickets this month             1" in first[5:]
+        assert "Tickets this month     1" in first[5:]
+        assert "Points this visit     45" in first[5:]  # the points went to the wallet
         second = await station.request(
             "POST", "3", "1", "92", "20261101", "M2", "30.00", "30.00", "", ""
         )
         assert second[1:5] == ["30", "40", "1", "5"]  # the wallet crossed into November
-        assert "Tickets this month             1" in second[5:]  # a new month's count
-        assert "Wallet points                  5" in second[5:]
+        assert "Tickets this month     1" in second[5:]  # a new month's count
+        assert "Wallet points          5" in second[5:]
     finally:
         await connection.close()
 
@@ -408,7 +409,7 @@ async def test_a_coupon_check_shows_the_saving_and_reports_the_coupon_origin(
             "POST", "3", "1", "301", DATE, "M1", "27.40", "22.40", "1*1001*27.40", coupon[1]
         )
         assert posted[0] == "POST_OK"
-        assert "You saved".ljust(27) + "€5.00" in posted[5:]
+        assert "You saved".ljust(19) + "€5.00" in posted[5:]
         redeemed = [e for e in await gateway.store.outbox_events() if e.type == "coupon.redeemed"]
         assert redeemed[-1].payload["origin"] == "campaign"
     finally:

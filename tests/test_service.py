@@ -378,9 +378,9 @@ async def test_points_are_earned_on_the_total(service: Gateway, store: Store) ->
     assert reply.tickets_earned == 0
     assert await store.ledger_total("M1") == (22, 0, 0)
     assert reply.receipt_lines == (
-        "Member                    Ann K.",
-        "Points this visit             22",
-        "Points balance               142",
+        "Member            Ann K.",
+        "Points this visit     22",
+        "Points balance       142",
     )
 
 
@@ -436,9 +436,14 @@ async def test_a_lottery_member_gets_tickets_and_wallet_not_points(
     assert reply.points_balance == 40
     assert await store.ledger_total("M2") == (0, -25, 2)
     assert (await ok(service.identify(ident(M2_CARD)))).points_balance == 40
-    assert "Tickets this visit".ljust(31) + "2" in reply.receipt_lines
-    assert "Tickets this month".ljust(31) + "2" in reply.receipt_lines
-    assert "Wallet points".ljust(31) + "5" in reply.receipt_lines
+    assert reply.receipt_lines == (
+        "Member            Ben L.",
+        "Points this visit     75",  # a lottery receipt names the points as well as the tickets
+        "Tickets this visit     2",
+        "Tickets this month     2",
+        "Wallet points          5",
+        "Points balance        40",
+    )
     [posted] = await events_of(store, "check.posted")
     assert (posted.payload["points_earned"], posted.payload["tickets_earned"]) == (75, 2)
     # the wallet carries over: the next check starts from 5
@@ -554,7 +559,7 @@ async def test_concurrent_lottery_posts_never_hand_out_the_same_wallet_twice(
 
 
 def test_receipt_lines_fit_the_printer(tmp_path: Path) -> None:
-    """Any display name and any total give at most 8 lines of 32."""
+    """Any display name and any total give at most 8 lines of 24 (receipt.line_width)."""
     names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=60)
     counter = itertools.count(1)
 
@@ -565,7 +570,7 @@ def test_receipt_lines_fit_the_printer(tmp_path: Path) -> None:
         service = Gateway(store, ServiceOptions(store_id=STORE_ID), clock=Clock())
         reply = await ok(service.post_check(post_req(n, f"R{n}", total)))
         assert 1 <= len(reply.receipt_lines) <= 8
-        assert all(len(line) <= 32 for line in reply.receipt_lines), reply.receipt_lines
+        assert all(len(line) <= 24 for line in reply.receipt_lines), reply.receipt_lines
         assert reply.receipt_lines[-1].endswith(f" {reply.points_balance}")
 
     def make(store: Store) -> Callable[[], None]:
@@ -584,11 +589,11 @@ async def test_a_long_display_name_is_cut_to_fit_the_receipt(
     name = "Maximilian Alexander von Wolfsburg-Hohenzollern"
     await store.upsert_members([member_record("M9", display_name=name)])
     reply = await ok(service.post_check(post_req(1, "M9", total=1000)))
-    assert reply.receipt_lines[0] == name[:32]
-    assert all(len(line) <= 32 for line in reply.receipt_lines)
+    assert reply.receipt_lines[0] == name[:24]
+    assert all(len(line) <= 24 for line in reply.receipt_lines)
     assert reply.receipt_lines[1:] == (
-        "Points this visit".ljust(30) + "10",
-        "Points balance".ljust(30) + "10",
+        "Points this visit".ljust(22) + "10",
+        "Points balance".ljust(22) + "10",
     )
 
 

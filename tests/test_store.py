@@ -12,11 +12,26 @@ from pathlib import Path
 import pytest
 from conftest import NOW, STORE_ID, Clock, member_record, sample_members
 
-from gateway.domain.models import IdentRequest, OutboxEvent, PostOk, PostRequest, Refusal
+from gateway.domain.models import (
+    IdentRequest,
+    OutboxEvent,
+    PostOk,
+    PostRequest,
+    Refusal,
+    Settlement,
+)
 from gateway.domain.reasons import Reason
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.schema import SCHEMA_VERSION, SchemaTooNew
-from gateway.store.store import Store, StoreCorrupt, utc_stamp
+from gateway.store.store import (
+    CheckKey,
+    ContextChanged,
+    PostedCheck,
+    Recorded,
+    Store,
+    StoreCorrupt,
+    utc_stamp,
+)
 from gateway.store.writer import PAGE_SIZE, WriterClosed
 
 DATE = dt.date(2026, 11, 23)
@@ -99,7 +114,7 @@ async def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
         store = await Store.open(path)
         try:
             assert (await store.counts()).members == 5
-            view = await store.member_by_identifier("6001000000000001")
+            view = store.member_by_identifier("6001000000000001")
             assert view is not None and view.balance.points == 120
         finally:
             await store.close()
@@ -260,7 +275,7 @@ async def test_a_full_database_refuses_posts_keeps_what_was_acknowledged_and_rec
     ledger = await store.ledger_total("M5")
     assert ledger[0] == sum((1000 + c) // 100 for c in acknowledged)
     # reads go on while writes are refused
-    assert await store.member_by_identifier("6001000000000005") is not None
+    assert store.member_by_identifier("6001000000000005") is not None
 
     await store.set_page_limit(0)
     failed_check = acknowledged[-1] + 1
@@ -276,15 +291,15 @@ async def test_a_full_database_refuses_posts_keeps_what_was_acknowledged_and_rec
 async def test_an_identifier_moved_to_another_member_follows_it(store: Store) -> None:
     moved = member_record("M5", identifiers=["6001000000000005", "QR-7f3a"])
     await store.upsert_members([moved])
-    view = await store.member_by_identifier("QR-7f3a")
+    view = store.member_by_identifier("QR-7f3a")
     assert view is not None and view.member.member_id == "M5"
-    m1 = await store.member_by_identifier("6001000000000001")
+    m1 = store.member_by_identifier("6001000000000001")
     assert m1 is not None and m1.member.member_id == "M1"
     # and an identifier a member's new record no longer lists stops finding it
     await store.upsert_members([member_record("M5", identifiers=["QR-5d2e"])])
-    assert await store.member_by_identifier("6001000000000005") is None
-    assert await store.member_by_identifier("QR-7f3a") is None
-    found = await store.member_by_identifier("QR-5d2e")
+    assert store.member_by_identifier("6001000000000005") is None
+    assert store.member_by_identifier("QR-7f3a") is None
+    found = store.member_by_identifier("QR-5d2e")
     assert found is not None and found.member.member_id == "M5"
 
 
@@ -305,7 +320,7 @@ async def test_a_newer_central_balance_absorbs_the_entries_it_applied(
     await service.post_check(post_req(1, total=2240))  # 22 points
     await service.post_check(post_req(2, total=1000))  # 10 points
     await service.post_check(post_req(3, total=500))  # 5 points
-    view = await store.member("M1")
+    view = store.member("M1")
     assert view is not None and view.balance.points == 120 + 22 + 10 + 5
 
     as_of = dt.datetime(2026, 11, 23, 13, 0, tzinfo=dt.UTC)
@@ -316,7 +331,7 @@ async def test_a_newer_central_balance_absorbs_the_entries_it_applied(
         "M1", identifiers=["6001000000000001"], points_balance=152, balance_as_of=as_of
     )
     await store.upsert_members([m1])
-    view = await store.member("M1")
+    view = store.member("M1")
     assert view is not None
     assert view.balance.points == 152 + 5
     # the ledger itself keeps every entry for central
@@ -328,13 +343,13 @@ async def test_a_newer_central_balance_absorbs_the_entries_it_applied(
 
 async def test_delete_members_removes_them_and_their_identifiers(store: Store) -> None:
     await store.delete_members(["M1", "M2"])
-    assert await store.member_by_identifier("6001000000000001") is None
-    assert await store.member_by_identifier("QR-91bc") is None
-    assert await store.member("M1") is None
+    assert store.member_by_identifier("6001000000000001") is None
+    assert store.member_by_identifier("QR-91bc") is None
+    assert store.member("M1") is None
     counts = await store.counts()
     assert counts.members == 3
     assert counts.identifiers == 4  # M3 1, M4 1, M5 2
-    assert await store.member_by_identifier("6001000000000005") is not None
+    assert store.member_by_identifier("6001000000000005") is not None
 
 
 async def test_a_re_imported_member_still_shows_unapplied_points(
@@ -344,5 +359,46 @@ async def test_a_re_imported_member_still_shows_unapplied_points(
     await store.delete_members(["M1"])
     [m1] = [m for m in sample_members() if m.member_id == "M1"]
     await store.upsert_members([m1])  # the same record again, balance as of 10:00
-    view = await store.member("M1")
+    view = store.member("M1")
     assert view is not None and view.balance.points == 142
+
+
+# ---- recording a settled check ----------------------------------------------------------------
+
+
+def _settled(key: CheckKey, store: Store, reply: PostOk) -> PostedCheck:
+    context = store.check_context(key, member_id="M1", coupon_refs=(), now=NOW)
+    return PostedCheck(key, "M1", 100, (), NOW, context, Settlement(reply, ledger=None))
+
+
+async def test_a_check_settled_from_a_context_that_changed_since_is_not_recorded(
+    store: Store, service: Gateway
+) -> None:
+    key = CheckKey(DATE, 1, 7)
+    reply = PostOk(1, 121, 0, 0, ())
+    stale = _settled(key, store, reply)
+    await service.post_check(post_req(8, total=1000))  # another check of M1 commits: 10 points
+    outcome = await store.record_check(stale)
+    assert isinstance(outcome, ContextChanged)
+    assert store.posted_reply(key) is None  # nothing of it was written
+    assert outcome.current == store.check_context(key, member_id="M1", coupon_refs=(), now=NOW)
+    assert outcome.current.member is not None and stale.context.member is not None
+    assert outcome.current.member.points == stale.context.member.points + 10
+    # settled again from the context the writer saw, it is recorded
+    fresh = PostedCheck(key, "M1", 100, (), NOW, outcome.current, Settlement(reply, ledger=None))
+    assert await store.record_check(fresh) == Recorded(reply, first_time=True)
+    assert store.posted_reply(key) == reply
+
+
+async def test_a_posted_check_answers_its_first_reply_whatever_its_context(
+    store: Store, service: Gateway
+) -> None:
+    key = CheckKey(DATE, 1, 7)
+    first = PostOk(1, 121, 0, 0, ())
+    stale = _settled(key, store, PostOk(9, 999, 0, 0, ()))
+    assert await store.record_check(_settled(key, store, first)) == Recorded(first, True)
+    await service.post_check(post_req(8, total=1000))  # M1's context changes
+    assert await store.record_check(stale) == Recorded(first, first_time=False)
+    assert await store.record_check(_settled(key, store, stale.settlement.reply)) == Recorded(
+        first, first_time=False
+    )

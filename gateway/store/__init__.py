@@ -1,1 +1,39 @@
-"""SQLite storage: schema, migrations, cache, ledger, outbox and the single writer."""
+"""SQLite storage for one store's gateway, one concern per module:
+
+    connections.py  opening the database (start-up checks, migration) and the three connections
+    writer.py       the single writer: group commit, riders, the storage-full alarm and probe
+    schema.py       versioned migrations
+    cache.py        central's records: members and their pending points, coupons, rules
+                    documents, the POS menu's products, the sync state
+    coupons.py      reservations at the register: reserve within the limits, authorise, release
+    checks.py       posted checks and the ledger: a check's context, the settled check recorded
+    outbox.py       events towards central: batches, central's results, dead letters
+    switches.py     members' earn-mode choices and the program switches
+    store.py        `Store`: all the parts over one set of connections, and status counts
+    datadir.py  importer.py  backup.py   the data directory, `import`, `backup`
+
+The connection model: three connections to one database in WAL mode, each for one kind of work.
+
+- **The writer's connection** (`Writer`, writer.py): a plain `sqlite3` connection owned by one
+  thread. Every change is a job (a function of this connection) queued with `Writer.submit`;
+  the jobs queued while a commit runs share the next transaction, each in its own savepoint, and
+  one fsync (group commit). A job's caller resumes only after the commit. Reads that must see the
+  data as it is in the write transaction run inside the job: a coupon's usage when it is
+  reserved, a check's context when it is recorded. Why a thread and a plain connection: a whole
+  batch costs one hop to the thread, not one per statement (aiosqlite's way).
+- **The lookup connection** (`StorePart._lookup`): a plain `sqlite3` connection read on the
+  event loop's own thread, `query_only`, busy timeout 250 ms. Indexed point lookups only (a
+  card, a member, a coupon, the rules in force, a check's context): about 25 µs from SQLite's
+  page cache, a quarter of a hop to another thread and back. WAL means a reader never waits for
+  the writer; the short busy timeout bounds how long a rare lock could hold the loop.
+- **The reader** (`StorePart._reader`): one aiosqlite connection (its own thread),
+  `query_only`, busy timeout 10 s. Scans and counts, which may take milliseconds and would hold
+  up the loop: outbox batches, status counts, dead letters, ledger totals.
+
+What follows from it: a method that reads on the lookup connection is a plain `def`; one that
+waits for the reader or the writer is `async def`. Only the writer writes. A value read on the
+loop and then written is a snapshot, not a lock, so the write job reads it again: a check's
+settlement is computed on the loop from a `CheckContext` and recorded only if the writer reads
+the same context (else the service settles again; checks.py). A coupon reservation's limit is
+decided inside the job by a pure rule the service passes in (coupons.py says why).
+"""

@@ -13,51 +13,94 @@ import codecs
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+from gateway.domain.reasons import Reason
 
 __all__ = [
     "ACK",
     "DEFAULT_MAX_FRAME",
     "EOT",
     "ETX",
+    "FRAME_REASONS",
     "FS",
     "NAK",
     "SOH",
     "STX",
     "DecoderStats",
     "Frame",
+    "FrameByte",
     "FrameDecoder",
     "FrameError",
+    "FrameReason",
     "checksum",
     "clean_field",
     "encode_frame",
 ]
 
-SOH = 0x01
-STX = 0x02
-ETX = 0x03
-EOT = 0x04
-ACK = 0x06
-NAK = 0x15
-FS = 0x1C
+
+class FrameByte(IntEnum):
+    """The bytes that frame a message, and a serial line's answers to one; never inside a field."""
+
+    SOH = 0x01  # starts a frame, always: even inside an unfinished one
+    STX = 0x02  # ends the source id
+    ETX = 0x03  # ends the data
+    EOT = 0x04  # ends the frame, right after the checksum
+    ACK = 0x06  # serial lines only: a frame arrived intact
+    NAK = 0x15  # serial lines only: a frame arrived damaged
+    FS = 0x1C  # follows STX, and separates fields
+
+    @property
+    def byte(self) -> bytes:
+        return bytes((self,))
+
+
+# The names transports and tests use; IntEnum members, so they are the ints too.
+SOH = FrameByte.SOH
+STX = FrameByte.STX
+ETX = FrameByte.ETX
+EOT = FrameByte.EOT
+ACK = FrameByte.ACK
+NAK = FrameByte.NAK
+FS = FrameByte.FS
+
+# The reasons a FrameError carries: the codec's part of the protocol's reason codes.
+FrameReason = Literal[
+    Reason.BAD_FRAME, Reason.BAD_CHECKSUM, Reason.BAD_FIELD, Reason.FRAME_TOO_LARGE
+]
+FRAME_REASONS: frozenset[Reason] = frozenset(
+    {Reason.BAD_FRAME, Reason.BAD_CHECKSUM, Reason.BAD_FIELD, Reason.FRAME_TOO_LARGE}
+)
 
 DEFAULT_MAX_FRAME = 32768
 
 # SOH + 64-byte source id + STX FS + seq + flag: the most bytes needed to read a frame's header.
 _HEADER_MAX = 70
 
-_SOH_B = b"\x01"
-_EOT_B = b"\x04"
-_FS_B = b"\x1c"
+_SOH_B = SOH.byte
+_STX_B = STX.byte
+_ETX_B = ETX.byte
+_EOT_B = EOT.byte
+_FS_B = FS.byte
+_FS_TEXT = chr(FS)  # the code page is ASCII-compatible, so FS is this character in decoded text
 
 _SID = rb"[^\x00-\x1f\x7f]{1,64}"
+# The control bytes but FS (0x1C), which the data part holds between its fields.
+_CONTROLS_BUT_FS = rb"\x00-\x1b\x1d-\x1f\x7f"
+_DATA = rb"[^" + _CONTROLS_BUT_FS + rb"]"
 _SOURCE_ID = re.compile(_SID)
-_HEADER = re.compile(rb"\x01(" + _SID + rb")\x02\x1c([0-9]{2})([ R])")
+_HEADER = re.compile(_SOH_B + rb"(" + _SID + rb")" + _STX_B + _FS_B + rb"([0-9]{2})([ R])")
 # The whole well-formed frame in one match, so the common case costs one regex call.
-_FRAME = re.compile(_HEADER.pattern + rb"([^\x00-\x1b\x1d-\x1f\x7f]*)\x03([0-9A-Fa-f]{4})\x04")
+_FRAME = re.compile(
+    _HEADER.pattern + rb"(" + _DATA + rb"*)" + _ETX_B + rb"([0-9A-Fa-f]{4})" + _EOT_B
+)
+# A frame's bytes after SOH up to its checksum: source id, STX FS, seq, flag, data, ETX.
+_BODY = b"%b" + _STX_B + _FS_B + b"%02d%b%b" + _ETX_B
 _SEQ = re.compile(rb"[0-9]{2}")
 _HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-_CONTROL_BUT_FS = re.compile(rb"[\x00-\x1b\x1d-\x1f\x7f]")
+_CONTROL_BUT_FS = re.compile(rb"[" + _CONTROLS_BUT_FS + rb"]")
 _CONTROL_TO_SPACE = {c: " " for c in (*range(0x20), 0x7F)}
 _ASCII = "".join(map(chr, range(0x80)))
 
@@ -81,7 +124,7 @@ class Frame:
 class FrameError:
     """A frame that arrived but cannot be executed; answered `ERROR <reason> <message>`."""
 
-    reason: str  # "BAD_CHECKSUM" | "BAD_FRAME" | "BAD_FIELD" | "FRAME_TOO_LARGE"
+    reason: FrameReason
     message: str
     source_id: bytes | None
     seq: int | None
@@ -117,14 +160,14 @@ def encode_frame(
         # An empty data part decodes as one empty field, so () could not round-trip.
         raise ValueError("a frame carries at least one field")
     try:
-        data = "\x1c".join(fields).encode(encoding)
+        data = _FS_TEXT.join(fields).encode(encoding)
     except UnicodeEncodeError:
         raise ValueError(_field_problem(fields, encoding)) from None
     # One scan of the joined bytes; an FS inside a field shows up as one FS too many.
     if _CONTROL_BUT_FS.search(data) or data.count(_FS_B) != len(fields) - 1:
         raise ValueError(_field_problem(fields, encoding))
-    body = b"%b\x02\x1c%02d%b%b\x03" % (source_id, seq, b"R" if retransmit else b" ", data)
-    return b"\x01" + body + checksum(body) + b"\x04"
+    body = _BODY % (source_id, seq, b"R" if retransmit else b" ", data)
+    return _SOH_B + body + checksum(body) + _EOT_B
 
 
 def _field_problem(fields: Sequence[str], encoding: str) -> str:
@@ -248,7 +291,8 @@ def _too_large(head: bytes, max_frame: int) -> FrameError | None:
     match = _HEADER.match(head)
     if match is None:
         return None  # nobody to answer: the frame is only counted as dropped bytes
-    return FrameError("FRAME_TOO_LARGE", f"frame over {max_frame} bytes", match[1], int(match[2]))
+    message = f"frame over {max_frame} bytes"
+    return FrameError(Reason.FRAME_TOO_LARGE, message, match[1], int(match[2]))
 
 
 def _parse(
@@ -263,48 +307,50 @@ def _parse(
             pass  # the slow path names the field
         else:
             # The code page is ASCII-compatible (checked by FrameDecoder), so FS decodes to \x1c.
-            return Frame(match[1], int(match[2]), match[3] == b"R", tuple(text.split("\x1c")))
+            return Frame(match[1], int(match[2]), match[3] == b"R", tuple(text.split(_FS_TEXT)))
     return _parse_slowly(frame, encoding)
 
 
 def _parse_slowly(frame: bytes, encoding: str) -> Frame | FrameError:
     # Step by step, to say what is wrong and to recover source id and seq for the reply.
     # Order: layout (BAD_FRAME), then integrity (BAD_CHECKSUM), then content (BAD_FIELD).
-    stx = frame.find(b"\x02")
+    stx = frame.find(_STX_B)
     if stx < 0:
-        return FrameError("BAD_FRAME", "no STX after the source id", None, None)
+        return FrameError(Reason.BAD_FRAME, "no STX after the source id", None, None)
     source_id = frame[1:stx]
     if not _SOURCE_ID.fullmatch(source_id):
-        return FrameError("BAD_FRAME", "source id is not 1-64 text bytes", None, None)
+        return FrameError(Reason.BAD_FRAME, "source id is not 1-64 text bytes", None, None)
     if frame[stx + 1 : stx + 2] != _FS_B:
-        return FrameError("BAD_FRAME", "no FS after STX", source_id, None)
+        return FrameError(Reason.BAD_FRAME, "no FS after STX", source_id, None)
     digits = frame[stx + 2 : stx + 4]
     if not _SEQ.fullmatch(digits):
-        return FrameError("BAD_FRAME", "sequence is not 2 digits", source_id, None)
+        return FrameError(Reason.BAD_FRAME, "sequence is not 2 digits", source_id, None)
     seq = int(digits)
     flag = frame[stx + 4 : stx + 5]
     if flag not in (b" ", b"R"):
-        return FrameError("BAD_FRAME", "flag is not space or R", source_id, seq)
+        return FrameError(Reason.BAD_FRAME, "flag is not space or R", source_id, seq)
     # The last ETX, so that a stray ETX inside a field is reported as a bad field.
-    etx = frame.rfind(b"\x03", stx + 5)
+    etx = frame.rfind(_ETX_B, stx + 5)
     if etx < 0:
-        return FrameError("BAD_FRAME", "no ETX before EOT", source_id, seq)
+        return FrameError(Reason.BAD_FRAME, "no ETX before EOT", source_id, seq)
     sent = frame[etx + 1 : etx + 5]
     if not _HEX4.fullmatch(sent):
-        return FrameError("BAD_FRAME", "checksum is not 4 hex digits", source_id, seq)
+        return FrameError(Reason.BAD_FRAME, "checksum is not 4 hex digits", source_id, seq)
     if etx + 6 != len(frame):
-        return FrameError("BAD_FRAME", "no EOT right after the checksum", source_id, seq)
+        return FrameError(Reason.BAD_FRAME, "no EOT right after the checksum", source_id, seq)
     computed = checksum(frame[1 : etx + 1])
     if int(sent, 16) != int(computed, 16):
         message = f"checksum {sent.decode()}, computed {computed.decode()}"
-        return FrameError("BAD_CHECKSUM", message, source_id, seq)
+        return FrameError(Reason.BAD_CHECKSUM, message, source_id, seq)
     fields: list[str] = []
     for number, raw in enumerate(frame[stx + 5 : etx].split(_FS_B), 1):
         if _CONTROL.search(raw):
-            return FrameError("BAD_FIELD", f"field {number} has a control byte", source_id, seq)
+            return FrameError(
+                Reason.BAD_FIELD, f"field {number} has a control byte", source_id, seq
+            )
         try:
             fields.append(raw.decode(encoding))
         except UnicodeDecodeError:
             message = f"field {number} is not valid {encoding}"
-            return FrameError("BAD_FIELD", message, source_id, seq)
+            return FrameError(Reason.BAD_FIELD, message, source_id, seq)
     return Frame(source_id, seq, flag == b"R", tuple(fields))

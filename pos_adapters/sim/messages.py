@@ -1,16 +1,22 @@
-"""The SIM application messages: fields of a request -> a service call -> fields of the reply.
+"""The register commands, one class each: request fields and rules, the service call, the reply.
 
-Transport-neutral: TCP and serial hand in decoded frame fields, MQTT hands in the same fields by
-name. Anything malformed is `ERROR BAD_FIELD` (naming the field) or `ERROR UNKNOWN_COMMAND` and
-executes nothing; business refusals come back from the service as `*_FAIL`.
+Transport-neutral: TCP and serial hand in a frame's fields (`parse_fields`); MQTT looks the command
+up (`command_named`), puts its JSON keys in wire order (`Command.names`) and hands them to
+`Command.parse`. Both then `run` the command and turn its answer into the reply's fields
+(`Command.reply`); MQTT names those by `REPLIES`. Anything malformed is `ERROR BAD_FIELD` (naming
+the field) or `ERROR UNKNOWN_COMMAND` and executes nothing; business refusals come back from the
+service as `*_FAIL`.
+
+Like bellows' frame classes, each command class owns everything about it; `COMMANDS` is the one
+table the transports read. Adding a command: a `CommandName`, a class here, a line in `COMMANDS`,
+the service method it calls, the ISL script's handlers and docs/protocol.md ("Adding a command").
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from gateway.domain.models import (
     ConsentOk,
@@ -21,234 +27,180 @@ from gateway.domain.models import (
     CouponVoidRequest,
     IdentOk,
     IdentRequest,
-    Item,
     Pong,
     PostOk,
     PostRequest,
     Refusal,
 )
-from gateway.domain.money import parse_amount
+from gateway.domain.names import CommandName
 from gateway.domain.reasons import Reason
-from gateway.service import Gateway
+from pos_adapters.sim.fields import (
+    CHECK,
+    MAX_TEXT,
+    MEMBER_REF,
+    OPEN_CHECK,
+    RVC,
+    SUBTOTAL,
+    WSID,
+    Amount,
+    BadRequest,
+    BusinessDate,
+    Choice,
+    Items,
+    ParseContext,
+    RefList,
+    Rule,
+    Text,
+)
 
-Request = IdentRequest | CouponRequest | CouponVoidRequest | ConsentRequest | PostRequest | None
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
-# Field names per command, in wire order; MQTT uses the same names as JSON keys.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "PING": (),
-    "IDENT": ("wsid", "rvc", "check", "token"),
-    "COUPON": ("wsid", "check", "member_ref", "code", "subtotal"),
-    "COUPON_VOID": ("wsid", "check", "coupon_ref"),
-    "CONSENT": ("wsid", "member_ref", "program", "consent"),
-    "POST": (
-        "wsid",
-        "rvc",
-        "check",
-        "business_date",
-        "member_ref",
-        "subtotal",
-        "total",
-        "items",
-        "coupon_refs",
-    ),
-}
+__all__ = [
+    "COMMANDS",
+    "ERROR",
+    "MAX_TEXT",
+    "REFUSAL_FIELDS",
+    "REPLIES",
+    "BadRequest",
+    "Command",
+    "Consent",
+    "Coupon",
+    "CouponVoid",
+    "Ident",
+    "ParseContext",
+    "Ping",
+    "Post",
+    "ReplyField",
+    "command_named",
+    "error_fields",
+    "parse_fields",
+]
 
-_DIGITS = re.compile(r"[0-9]{1,9}")
-_QTY = re.compile(r"-?[0-9]{1,6}(?:\.[0-9]{1,3})?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MAX_ITEMS = 500
-MAX_TEXT = 512
+RequestT = TypeVar("RequestT")
+OkT = TypeVar("OkT")
 
-
-class BadRequest(Exception):
-    """A request that does not parse; answered `ERROR <reason> <message>`."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+ERROR = "ERROR"
 
 
 @dataclass(frozen=True, slots=True)
-class ParseContext:
-    decimals: int  # of the store currency
-    latest_business_date: Callable[[], dt.date]
-    # Told of each business date refused as later than tomorrow: a clock that is behind the
-    # registers' refuses every check, so the service counts it and raises an alarm.
-    future_business_date: Callable[[dt.date], None] | None = None
+class ReplyField:
+    """One field of a reply after its first, by name (MQTT's JSON key) and kind."""
+
+    name: str
+    count: bool = False  # a whole number: MQTT sends it as a JSON integer
+    optional: bool = False  # empty when there is none: MQTT sends null then
+    rest: bool = False  # the reply's remaining fields, 0 or more, as one list (always last)
 
 
-def _bad(name: str, why: str) -> BadRequest:
-    return BadRequest(Reason.BAD_FIELD, f"{name}: {why}"[:80])
+REFUSAL_FIELDS = (ReplyField("reason"), ReplyField("message"))
 
 
-def _number(values: dict[str, str], name: str, low: int, high: int) -> int:
-    text = values[name]
-    if not _DIGITS.fullmatch(text):
-        raise _bad(name, "digits expected")
-    number = int(text)
-    if not low <= number <= high:
-        raise _bad(name, f"must be {low}..{high}")
-    return number
+class Command(Generic[RequestT, OkT]):
+    """One register command. A subclass sets the class attributes and writes `parse`, `run` and
+    `ok_values`; the rest is shared. Classes are used as they are, never instantiated."""
+
+    name: ClassVar[CommandName]  # the request's first field
+    fields: ClassVar[tuple[Rule[Any], ...]]  # the request's fields after the name, in wire order
+    names: ClassVar[tuple[str, ...]]  # their names (derived from `fields`)
+    ok: ClassVar[str]  # the reply's first field when the command worked: its ISL event
+    ok_fields: ClassVar[tuple[ReplyField, ...]]  # that reply's further fields, in wire order
+    fail: ClassVar[str]  # the reply's first field for a refusal (its fields: REFUSAL_FIELDS)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.names = tuple(rule.name for rule in cls.fields)
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> RequestT:
+        """The request's fields after the name, one per rule in `fields` (the caller has checked
+        the count) -> the service's request. Checks each field with its rule, in the order the
+        command needs; raises BadRequest for the first that breaks one."""
+        raise NotImplementedError
+
+    @staticmethod
+    def run(service: Gateway, request: RequestT) -> Awaitable[OkT | Refusal]:
+        """The service call the command makes."""
+        raise NotImplementedError
+
+    @staticmethod
+    def ok_values(answer: OkT) -> list[str]:
+        """The fields of the `ok` reply after its first, as `ok_fields` names them."""
+        raise NotImplementedError
+
+    @classmethod
+    def reply(cls, answer: OkT | Refusal) -> list[str]:
+        """The reply's fields, its first naming the ISL `event rxmsg` that handles it."""
+        if isinstance(answer, Refusal):
+            return [cls.fail, answer.reason.value, answer.message]
+        values = cls.ok_values(answer)
+        values.insert(0, cls.ok)  # cheaper than a second list; replies are on every request
+        return values
 
 
-def _text(values: dict[str, str], name: str, *, required: bool, limit: int = MAX_TEXT) -> str:
-    text = values[name]
-    if _CONTROL.search(text):
-        raise _bad(name, "control character")
-    if required and not text:
-        raise _bad(name, "empty")
-    if len(text) > limit:
-        raise _bad(name, f"longer than {limit}")
-    return text
-
-
-def _amount(values: dict[str, str], name: str, decimals: int) -> int:
-    try:
-        return parse_amount(values[name], decimals)
-    except ValueError as error:
-        raise _bad(name, str(error)) from None
-
-
-def _business_date(values: dict[str, str], ctx: ParseContext) -> dt.date:
-    text = values["business_date"]
-    if not re.fullmatch(r"[0-9]{8}", text):
-        raise _bad("business_date", "YYYYMMDD expected")
-    try:
-        date = dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        raise _bad("business_date", "not a real date") from None
-    if date > ctx.latest_business_date():
-        if ctx.future_business_date is not None:
-            ctx.future_business_date(date)
-        raise _bad("business_date", "later than tomorrow")
-    return date
-
-
-def parse_items(text: str, decimals: int) -> tuple[Item, ...]:
-    """`qty*object*total;...` -> items. Raises ValueError naming the entry that is wrong."""
-    if not text:
-        return ()
-    entries = text.split(";")
-    if len(entries) > MAX_ITEMS:
-        raise ValueError(f"more than {MAX_ITEMS} items")
-    items = []
-    for number, entry in enumerate(entries, start=1):
-        parts = entry.split("*")
-        if len(parts) != 3:
-            raise ValueError(f"item {number}: qty*object*total expected")
-        qty, obj, total = parts
-        if not _QTY.fullmatch(qty):
-            raise ValueError(f"item {number}: bad quantity")
-        if not _DIGITS.fullmatch(obj):
-            raise ValueError(f"item {number}: bad object number")
-        items.append(Item(parse_amount(qty, 3), int(obj), parse_amount(total, decimals)))
-    return tuple(items)
-
-
-def _member_ref(values: dict[str, str], name: str = "member_ref") -> str | None:
-    return _text(values, name, required=False, limit=64) or None
-
-
-def parse_request(command: str, values: dict[str, str], ctx: ParseContext) -> Request:
-    """Validate named fields into a request (None for PING). Raises BadRequest."""
-    d = ctx.decimals
-    if command == "PING":
-        return None
-    if command == "IDENT":
-        return IdentRequest(
-            wsid=_number(values, "wsid", 1, 9999),
-            rvc=_number(values, "rvc", 0, 999999999),
-            check=_number(values, "check", 0, 99999999),
-            token=_text(values, "token", required=True),
-        )
-    if command == "COUPON":
-        return CouponRequest(
-            wsid=_number(values, "wsid", 1, 9999),
-            check=_number(values, "check", 0, 99999999),
-            member_id=_member_ref(values),
-            code=_text(values, "code", required=True, limit=128),
-            subtotal=_amount(values, "subtotal", d),
-        )
-    if command == "COUPON_VOID":
-        return CouponVoidRequest(
-            wsid=_number(values, "wsid", 1, 9999),
-            check=_number(values, "check", 0, 99999999),
-            coupon_ref=_text(values, "coupon_ref", required=True, limit=64),
-        )
-    if command == "CONSENT":
-        program = values["program"]
-        if program != "LOTTERY":
-            raise _bad("program", "LOTTERY expected")
-        consent = values["consent"]
-        if consent not in ("Y", "N"):
-            raise _bad("consent", "Y or N expected")
-        member = _member_ref(values)
-        if member is None:
-            raise _bad("member_ref", "empty")
-        return ConsentRequest(
-            wsid=_number(values, "wsid", 1, 9999),
-            member_id=member,
-            program="LOTTERY",
-            join=consent == "Y",
-        )
-    if command == "POST":
-        wsid = _number(values, "wsid", 1, 9999)
-        rvc = _number(values, "rvc", 0, 999999999)
-        check = _number(values, "check", 1, 99999999)
-        business_date = _business_date(values, ctx)
-        member = _member_ref(values)
-        subtotal = _amount(values, "subtotal", d)
-        total = _amount(values, "total", d)
-        try:
-            items = parse_items(_text(values, "items", required=False, limit=60000), d)
-        except ValueError as error:
-            raise _bad("items", str(error)) from None
-        refs_text = _text(values, "coupon_refs", required=False, limit=4096)
-        refs = tuple(r for r in refs_text.split(";") if r) if refs_text else ()
-        return PostRequest(wsid, rvc, check, business_date, member, subtotal, total, items, refs)
-    raise BadRequest(Reason.UNKNOWN_COMMAND, f"unknown command {command[:20]!r}")
-
-
-def parse_fields(fields: Sequence[str], ctx: ParseContext) -> tuple[str, Request]:
-    """Positional SIM fields (command first) -> (command, request)."""
-    command = fields[0] if fields else ""
-    names = FIELDS.get(command)
-    if names is None:
-        raise BadRequest(Reason.UNKNOWN_COMMAND, f"unknown command {command[:20]!r}")
-    given = len(fields) - 1
-    if given != len(names):
-        raise BadRequest(Reason.BAD_FIELD, f"{command} takes {len(names)} fields, got {given}")
-    return command, parse_request(command, dict(zip(names, fields[1:], strict=True)), ctx)
-
-
-# ---- replies ----------------------------------------------------------------------------------
-
-Answer = Pong | IdentOk | CouponOk | CouponVoidOk | ConsentOk | PostOk | Refusal
-
-FAIL_NAMES = {
-    "IDENT": "IDENT_FAIL",
-    "COUPON": "COUPON_FAIL",
-    "CONSENT": "CONSENT_FAIL",
-    "POST": "POST_FAIL",
-    "COUPON_VOID": "ERROR",  # the table answers a void it cannot do with ERROR
-    "PING": "ERROR",
-}
+AnyCommand = type[Command[Any, Any]]
 
 
 def _opt(number: int | None) -> str:
     return "" if number is None else str(number)
 
 
-def reply_fields(command: str, answer: Answer) -> list[str]:
-    """The reply's fields, its first naming the ISL `event rxmsg` that handles it."""
-    if isinstance(answer, Refusal):
-        return [FAIL_NAMES[command], answer.reason.value, answer.message]
-    if isinstance(answer, Pong):
-        return ["PONG", answer.state, answer.version]
-    if isinstance(answer, IdentOk):
+class Ping(Command[None, Pong]):
+    """Is the gateway there, and is central?"""
+
+    name = CommandName.PING
+    fields = ()
+    ok = "PONG"
+    ok_fields = (ReplyField("state"), ReplyField("version"))
+    fail = ERROR
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> None:
+        return None
+
+    @staticmethod
+    def run(service: Gateway, request: None) -> Awaitable[Pong]:
+        return service.ping()
+
+    @staticmethod
+    def ok_values(answer: Pong) -> list[str]:
+        return [answer.state, answer.version]
+
+
+class Ident(Command[IdentRequest, IdentOk]):
+    """Who is this card, QR code or signed app token?"""
+
+    name = CommandName.IDENT
+    TOKEN = Text("token", limit=MAX_TEXT)
+    fields = (WSID, RVC, OPEN_CHECK, TOKEN)
+    ok = "IDENT_OK"
+    ok_fields = (
+        ReplyField("member_ref"),
+        ReplyField("display_name"),
+        ReplyField("tier"),
+        ReplyField("points_balance", count=True),
+        ReplyField("earn_mode"),
+        ReplyField("message"),
+    )
+    fail = "IDENT_FAIL"
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> IdentRequest:
+        wsid, rvc, check, token = values
+        return IdentRequest(
+            wsid=WSID.parse(wsid, ctx),
+            rvc=RVC.parse(rvc, ctx),
+            check=OPEN_CHECK.parse(check, ctx),
+            token=cls.TOKEN.parse(token, ctx),
+        )
+
+    @staticmethod
+    def run(service: Gateway, request: IdentRequest) -> Awaitable[IdentOk | Refusal]:
+        return service.identify(request)
+
+    @staticmethod
+    def ok_values(answer: IdentOk) -> list[str]:
         return [
-            "IDENT_OK",
             answer.member_id,
             answer.display_name,
             answer.tier,
@@ -256,9 +208,43 @@ def reply_fields(command: str, answer: Answer) -> list[str]:
             answer.earn_mode,
             answer.message,
         ]
-    if isinstance(answer, CouponOk):
+
+
+class Coupon(Command[CouponRequest, CouponOk]):
+    """May this check use this coupon? A yes reserves it for the check."""
+
+    name = CommandName.COUPON
+    CODE = Text("code", limit=128)
+    fields = (WSID, OPEN_CHECK, MEMBER_REF, CODE, SUBTOTAL)
+    ok = "COUPON_OK"
+    ok_fields = (
+        ReplyField("coupon_ref"),
+        ReplyField("kind"),
+        ReplyField("pos_discount_object", count=True, optional=True),
+        ReplyField("value", optional=True),
+        ReplyField("item_object", count=True, optional=True),
+        ReplyField("message"),
+    )
+    fail = "COUPON_FAIL"
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> CouponRequest:
+        wsid, check, member_ref, code, subtotal = values
+        return CouponRequest(
+            wsid=WSID.parse(wsid, ctx),
+            check=OPEN_CHECK.parse(check, ctx),
+            member_id=MEMBER_REF.parse(member_ref, ctx),
+            code=cls.CODE.parse(code, ctx),
+            subtotal=SUBTOTAL.parse(subtotal, ctx),
+        )
+
+    @staticmethod
+    def run(service: Gateway, request: CouponRequest) -> Awaitable[CouponOk | Refusal]:
+        return service.check_coupon(request)
+
+    @staticmethod
+    def ok_values(answer: CouponOk) -> list[str]:
         return [
-            "COUPON_OK",
             answer.coupon_ref,
             answer.kind,
             _opt(answer.pos_discount_object),
@@ -266,88 +252,172 @@ def reply_fields(command: str, answer: Answer) -> list[str]:
             _opt(answer.item_object),
             answer.message,
         ]
-    if isinstance(answer, CouponVoidOk):
-        return ["COUPON_VOID_OK"]
-    if isinstance(answer, ConsentOk):
-        return ["CONSENT_OK"]
-    return [
-        "POST_OK",
-        str(answer.points_earned),
-        str(answer.points_balance),
-        str(answer.tickets_earned),
-        str(answer.wallet_points),
-        *answer.receipt_lines,
-    ]
 
 
-def error_fields(reason: Reason | str, message: str) -> list[str]:
-    return ["ERROR", str(reason), message]
+class CouponVoid(Command[CouponVoidRequest, CouponVoidOk]):
+    """The check no longer uses this coupon: release its reservation."""
+
+    name = CommandName.COUPON_VOID
+    COUPON_REF = Text("coupon_ref", limit=64)
+    fields = (WSID, OPEN_CHECK, COUPON_REF)
+    ok = "COUPON_VOID_OK"
+    ok_fields = ()
+    fail = ERROR  # the ISL script answers a void it cannot do with ERROR
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> CouponVoidRequest:
+        wsid, check, coupon_ref = values
+        return CouponVoidRequest(
+            wsid=WSID.parse(wsid, ctx),
+            check=OPEN_CHECK.parse(check, ctx),
+            coupon_ref=cls.COUPON_REF.parse(coupon_ref, ctx),
+        )
+
+    @staticmethod
+    def run(service: Gateway, request: CouponVoidRequest) -> Awaitable[CouponVoidOk | Refusal]:
+        return service.void_coupon(request)
+
+    @staticmethod
+    def ok_values(answer: CouponVoidOk) -> list[str]:
+        return []
 
 
-async def execute(service: Gateway, command: str, request: Request) -> Answer:
-    """Call the service method a command names."""
-    if isinstance(request, IdentRequest):
-        return await service.identify(request)
-    if isinstance(request, CouponRequest):
-        return await service.check_coupon(request)
-    if isinstance(request, CouponVoidRequest):
-        return await service.void_coupon(request)
-    if isinstance(request, ConsentRequest):
-        return await service.consent(request)
-    if isinstance(request, PostRequest):
-        return await service.post_check(request)
-    return await service.ping()
+class Consent(Command[ConsentRequest, ConsentOk]):
+    """A member joins (Y) or leaves (N) the lottery."""
+
+    name = CommandName.CONSENT
+    MEMBER = Text("member_ref", limit=64)  # required here: whose consent it is
+    PROGRAM = Choice("program", ("LOTTERY",), "LOTTERY expected")
+    CONSENT = Choice("consent", ("Y", "N"), "Y or N expected")
+    fields = (WSID, MEMBER, PROGRAM, CONSENT)
+    ok = "CONSENT_OK"
+    ok_fields = ()
+    fail = "CONSENT_FAIL"
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> ConsentRequest:
+        wsid, member_ref, program, consent = values
+        # Not in wire order: program and consent first, so a request for another program is
+        # refused as that whatever else is wrong with it.
+        cls.PROGRAM.parse(program, ctx)
+        join = cls.CONSENT.parse(consent, ctx) == "Y"
+        member = cls.MEMBER.parse(member_ref, ctx)
+        return ConsentRequest(
+            wsid=WSID.parse(wsid, ctx), member_id=member, program="LOTTERY", join=join
+        )
+
+    @staticmethod
+    def run(service: Gateway, request: ConsentRequest) -> Awaitable[ConsentOk | Refusal]:
+        return service.consent(request)
+
+    @staticmethod
+    def ok_values(answer: ConsentOk) -> list[str]:
+        return []
 
 
-# ---- reply fields by name (MQTT's JSON keys) ----------------------------------------------------
+class Post(Command[PostRequest, PostOk]):
+    """The check is paid: earn on it, redeem its coupons. Idempotent on the check."""
 
-# The fields after a reply's first, by name, in wire order. MQTT sends them as JSON keys; the SIM
-# frame sends them positionally. POST_OK's receipt lines (0 to 8 fields) are one list, always last.
-RECEIPT_LINES = "receipt_lines"
-_REFUSAL = ("reason", "message")
-REPLY_FIELDS: dict[str, tuple[str, ...]] = {
-    "PONG": ("state", "version"),
-    "IDENT_OK": ("member_ref", "display_name", "tier", "points_balance", "earn_mode", "message"),
-    "COUPON_OK": ("coupon_ref", "kind", "pos_discount_object", "value", "item_object", "message"),
-    "COUPON_VOID_OK": (),
-    "CONSENT_OK": (),
-    "POST_OK": (
-        "points_earned",
-        "points_balance",
-        "tickets_earned",
-        "wallet_points",
-        RECEIPT_LINES,
-    ),
-    "IDENT_FAIL": _REFUSAL,
-    "COUPON_FAIL": _REFUSAL,
-    "CONSENT_FAIL": _REFUSAL,
-    "POST_FAIL": _REFUSAL,
-    "ERROR": _REFUSAL,
+    name = CommandName.POST
+    BUSINESS_DATE = BusinessDate("business_date")
+    TOTAL = Amount("total")
+    ITEMS = Items("items")
+    COUPON_REFS = RefList("coupon_refs")
+    fields = (
+        WSID,
+        RVC,
+        CHECK,
+        BUSINESS_DATE,
+        MEMBER_REF,
+        SUBTOTAL,
+        TOTAL,
+        ITEMS,
+        COUPON_REFS,
+    )
+    ok = "POST_OK"
+    ok_fields = (
+        ReplyField("points_earned", count=True),
+        ReplyField("points_balance", count=True),
+        ReplyField("tickets_earned", count=True),
+        ReplyField("wallet_points", count=True),
+        ReplyField("receipt_lines", rest=True),  # 0 to 8 fields
+    )
+    fail = "POST_FAIL"
+
+    @classmethod
+    def parse(cls, values: Sequence[str], ctx: ParseContext) -> PostRequest:
+        wsid, rvc, check, business_date, member_ref, subtotal, total, items, coupon_refs = values
+        return PostRequest(
+            wsid=WSID.parse(wsid, ctx),
+            rvc=RVC.parse(rvc, ctx),
+            check=CHECK.parse(check, ctx),
+            business_date=cls.BUSINESS_DATE.parse(business_date, ctx),
+            member_id=MEMBER_REF.parse(member_ref, ctx),
+            subtotal=SUBTOTAL.parse(subtotal, ctx),
+            total=cls.TOTAL.parse(total, ctx),
+            items=cls.ITEMS.parse(items, ctx),
+            coupon_refs=cls.COUPON_REFS.parse(coupon_refs, ctx),
+        )
+
+    @staticmethod
+    def run(service: Gateway, request: PostRequest) -> Awaitable[PostOk | Refusal]:
+        return service.post_check(request)
+
+    @staticmethod
+    def ok_values(answer: PostOk) -> list[str]:
+        return [
+            str(answer.points_earned),
+            str(answer.points_balance),
+            str(answer.tickets_earned),
+            str(answer.wallet_points),
+            *answer.receipt_lines,
+        ]
+
+
+# ---- the tables the transports read ------------------------------------------------------------
+
+# Command name -> class: the one lookup a request costs before its own parsing.
+COMMANDS: dict[str, AnyCommand] = {
+    command.name.value: command for command in (Ping, Ident, Coupon, CouponVoid, Consent, Post)
 }
 
 
-def name_reply(fields: Sequence[str]) -> dict[str, str | list[str]]:
-    """Positional reply fields -> {"reply": first field, name: value, ...}."""
-    kind = fields[0]
-    names = REPLY_FIELDS[kind]
-    named: dict[str, str | list[str]] = {"reply": kind}
-    for position, name in enumerate(names, start=1):
-        if name == RECEIPT_LINES:
-            named[name] = list(fields[position:])
-        else:
-            named[name] = fields[position] if position < len(fields) else ""
-    return named
+def _replies() -> dict[str, tuple[ReplyField, ...]]:
+    replies: dict[str, tuple[ReplyField, ...]] = {ERROR: REFUSAL_FIELDS}
+    for command in COMMANDS.values():
+        replies[command.ok] = command.ok_fields
+        replies[command.fail] = REFUSAL_FIELDS
+    return replies
 
 
-def unname_reply(named: dict[str, str | list[str]]) -> list[str]:
-    """The inverse of `name_reply`: a named reply back to positional fields."""
-    kind = named["reply"]
-    assert isinstance(kind, str)
-    fields = [kind]
-    for name in REPLY_FIELDS[kind]:
-        value = named.get(name, "")
-        if isinstance(value, list):
-            fields.extend(value)
-        else:
-            fields.append(value)
-    return fields
+# A reply's first field -> its further fields: how MQTT names a reply's fields, and back.
+REPLIES: dict[str, tuple[ReplyField, ...]] = _replies()
+
+
+def _unknown(name: str) -> BadRequest:
+    return BadRequest(Reason.UNKNOWN_COMMAND, f"unknown command {name[:20]!r}")
+
+
+def command_named(name: str) -> AnyCommand:
+    """The class of a command; raises BadRequest(UNKNOWN_COMMAND) for a name no class has."""
+    command = COMMANDS.get(name)
+    if command is None:
+        raise _unknown(name)
+    return command
+
+
+def parse_fields(fields: Sequence[str], ctx: ParseContext) -> tuple[AnyCommand, Any]:
+    """Positional SIM fields (command first) -> (command class, its request). Raises BadRequest."""
+    name = fields[0] if fields else ""
+    command = COMMANDS.get(name)
+    if command is None:
+        raise _unknown(name)
+    count = len(command.fields)
+    given = len(fields) - 1
+    if given != count:
+        raise BadRequest(Reason.BAD_FIELD, f"{command.name} takes {count} fields, got {given}")
+    return command, command.parse(fields[1:], ctx)
+
+
+def error_fields(reason: Reason | str, message: str) -> list[str]:
+    return [ERROR, str(reason), message]

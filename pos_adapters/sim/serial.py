@@ -11,8 +11,8 @@ answered by a `SimResponder`, so a retransmitted frame is replayed from its cach
   (the bytes are counted).
 
 A port that cannot be opened or disappears (a USB adapter pulled, a pty closed) is reopened with
-backoff. Its failure is logged once and its recovery once; it never stops the daemon or the other
-ports.
+backoff. Its failure is logged once and its recovery once (its `link`, gateway.links); it never
+stops the daemon or the other ports.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Literal
 import serial_asyncio_fast
 import structlog
 
+from gateway.links import Link, LinkEvents
 from pos_adapters.sim.codec import ACK, DEFAULT_MAX_FRAME, NAK, Frame, FrameDecoder
 from pos_adapters.sim.session import SimResponder
 
@@ -66,8 +67,15 @@ class LineStats:
     partial_timeouts: int = 0
     opens: int = 0
     failed_opens: int = 0
-    outages: int = 0
-    last_error: str | None = None
+    link: Link = field(kw_only=True, repr=False)  # the line's availability
+
+    @property
+    def outages(self) -> int:
+        return self.link.outages
+
+    @property
+    def last_error(self) -> str | None:
+        return self.link.last_error
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -114,14 +122,22 @@ class SerialLine:
         self.read_timeout_s = read_timeout_s
         self.reopen_first_s = reopen_first_s
         self.reopen_max_s = reopen_max_s
-        self.stats = LineStats()
+        self.link = Link(
+            log,
+            LinkEvents(
+                down="serial_port_lost",
+                up="serial_port_recovered",
+                first_down="serial_port_unavailable",
+                first_up="serial_port_open",
+            ),
+            device=settings.device,
+        )
+        self.stats = LineStats(link=self.link)
         self.state: LineState = "opening"
         self._changed = asyncio.Event()
         self._protocol: _LineProtocol | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._down_since: float | None = None  # loop time the current outage began
-        self._attempts = 0  # failures (the loss, failed opens) in the current outage
 
     @property
     def device(self) -> str:
@@ -175,7 +191,7 @@ class SerialLine:
                 # pyserial refuses, termios.error (no OSError) for settings the driver refuses:
                 # whatever it is, the line is unavailable, and is retried and logged once.
                 self.stats.failed_opens += 1
-                self._failed("serial_port_unavailable", error)
+                self._failed(error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reopen_max_s)
                 continue
@@ -185,7 +201,7 @@ class SerialLine:
             self._protocol = None
             if loop.time() - opened_at >= STABLE_S:
                 delay = self.reopen_first_s
-            self._failed("serial_port_lost", lost or ConnectionError("port closed"))
+            self._failed(lost or ConnectionError("port closed"))
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reopen_max_s)
 
@@ -206,38 +222,18 @@ class SerialLine:
         return protocol
 
     def _opened(self) -> None:
-        loop = asyncio.get_running_loop()
         s = self.settings
-        if self._down_since is None or self.stats.opens == 0:
-            log.info(
-                "serial_port_open",
-                device=s.device,
-                baudrate=s.baudrate,
-                parity=s.parity,
-                stopbits=s.stopbits,
-                bytesize=s.bytesize,
-                failures=self._attempts,
-            )
-        else:
-            log.info(
-                "serial_port_recovered",
-                device=s.device,
-                outage_s=round(loop.time() - self._down_since, 3),
-                failures=self._attempts,
-            )
-        self._down_since = None
-        self._attempts = 0
+        # Logged the first time (`serial_port_open`) and at the end of an outage.
+        self.link.succeeded(
+            baudrate=s.baudrate, parity=s.parity, stopbits=s.stopbits, bytesize=s.bytesize
+        )
         self.stats.opens += 1
         self._set_state("open")
 
-    def _failed(self, event: str, error: BaseException) -> None:
-        # One warning per outage; the attempts after it are counted, not logged.
-        self.stats.last_error = str(error) or type(error).__name__
-        self._attempts += 1
-        if self._down_since is None:
-            self._down_since = asyncio.get_running_loop().time()
-            self.stats.outages += 1
-            log.warning(event, device=self.device, error=self.stats.last_error)
+    def _failed(self, error: BaseException) -> None:
+        # One warning per outage (`serial_port_unavailable` before the first open, then
+        # `serial_port_lost`); the attempts after it are counted, not logged.
+        self.link.failed(error)
         self._set_state("reopening")
 
     # ---- the bytes of an open port --------------------------------------------------------------

@@ -21,24 +21,18 @@ import structlog
 
 from gateway.domain.reasons import Reason
 from gateway.service import Gateway
-from pos_adapters.sim.codec import Frame, FrameError, clean_field, encode_frame
-from pos_adapters.sim.messages import (
-    BadRequest,
-    ParseContext,
-    error_fields,
-    execute,
-    parse_fields,
-    reply_fields,
-)
+from pos_adapters.sim.codec import FS, Frame, FrameError, clean_field, encode_frame
+from pos_adapters.sim.messages import BadRequest, ParseContext, error_fields, parse_fields
 
 log = structlog.get_logger("pos_adapters.sim")
 
 MAX_SOURCES = 10_000  # bounded memory whatever source ids a misbehaving peer invents
+_FS_TEXT = chr(FS)
 
 
 def _digest(fields: tuple[str, ...]) -> bytes:
     # A digest, not the fields: 10,000 sources times a 32 KiB request would be too much memory.
-    text = "\x1c".join(fields).encode("utf-8", "surrogatepass")
+    text = _FS_TEXT.join(fields).encode("utf-8", "surrogatepass")
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
@@ -146,9 +140,9 @@ class SimResponder:
             self.stats.errors[bad.reason.value] += 1
             return error_fields(bad.reason, bad.message)
         try:
-            answer = await execute(self.service, command, request)
+            answer = await command.run(self.service, request)
         except Exception:  # a bug must cost one reply, never the connection or the daemon
             self.stats.internal_errors += 1
-            log.exception("request_failed", command=command)
+            log.exception("request_failed", command=command.name.value)
             return error_fields(Reason.UNAVAILABLE, "Loyalty unavailable - go on")
-        return reply_fields(command, answer)
+        return command.reply(answer)

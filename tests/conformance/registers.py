@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from pos_adapters.mqtt import Topics, fields_of_reply, request_body
-from pos_adapters.sim.codec import ACK, NAK, Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.codec import ACK, EOT, NAK, Frame, FrameDecoder, encode_frame
 
 ANSWER_WITHIN_S = 5.0
 
@@ -156,7 +156,7 @@ class SimRegister:
     async def send_damaged(self) -> list[str]:
         self.seq = (self.seq + 1) % 100
         good = self.frame(["PING"])
-        damaged = good[:-5] + b"%04X" % ((int(good[-5:-1], 16) + 1) & 0xFFFF) + b"\x04"
+        damaged = good[:-5] + b"%04X" % ((int(good[-5:-1], 16) + 1) & 0xFFFF) + EOT.byte
         reply = await self.send_raw(damaged, self.seq)
         assert reply is not None
         return reply
