@@ -65,6 +65,7 @@ def service_options(settings: Settings) -> ServiceOptions:
         timezone=settings.tzinfo(),
         reservation_ttl=dt.timedelta(seconds=settings.coupons.reservation_ttl_s),
         unbound_reservation_ttl=dt.timedelta(seconds=settings.coupons.unbound_reservation_ttl_s),
+        receipt_width=settings.receipt.line_width,
         authorization_budget_s=settings.central.authorization_budget_ms / 1000,
         offline_policy=settings.offline.coupon_policy,
         offline_max_amount=settings.offline_coupon_max_minor,

@@ -6,6 +6,7 @@ a member's receipt names the points this visit earned, a lottery member's also t
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from conftest import member_record
@@ -143,3 +144,25 @@ async def test_a_lottery_member_with_a_coupon_still_fits_eight_lines_of_24(
 
 async def test_an_anonymous_check_prints_nothing(service: Gateway) -> None:
     assert (await posted(service, post(1, None, 5000))).receipt_lines == ()
+
+
+async def test_the_configured_line_width_reaches_the_receipt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """receipt.line_width from the configuration, through the daemon's options, to POST_OK."""
+    from conftest import Clock, sample_members
+
+    from gateway.config import load_settings
+    from gateway.daemon import service_options
+
+    monkeypatch.setenv("EDGE_GATEWAY_RECEIPT__LINE_WIDTH", "20")
+    settings = load_settings(store_id="S001", data_dir=tmp_path, timezone="UTC")
+    store = await Store.open(tmp_path / "gateway.db")
+    try:
+        await store.upsert_members(sample_members())
+        service = Gateway(store, service_options(settings), clock=Clock())
+        reply = await posted(service, post(1, "M1", 4000))
+        assert reply.receipt_lines and max(map(len, reply.receipt_lines)) <= 20
+        assert any(len(line) == 20 for line in reply.receipt_lines)  # lines fill the width
+    finally:
+        await store.close()
