@@ -89,6 +89,7 @@ class ServiceOptions:
     locale: str = "en"  # receipt amounts: decimal separator, currency symbol place
     timezone: dt.tzinfo = dt.UTC
     reservation_ttl: dt.timedelta = dt.timedelta(hours=2)
+    receipt_width: int = 24  # receipt.line_width: characters per receipt line
     # A scan before the register opened a check (check 0) holds the coupon only briefly.
     unbound_reservation_ttl: dt.timedelta = dt.timedelta(minutes=10)
     rules: RulesDocument = DEFAULT_RULES  # until a rules document arrives or is configured
@@ -721,21 +722,26 @@ class Gateway:
         # At most RECEIPT_LINES lines of RECEIPT_WIDTH characters. A member's receipt always
         # names the points this visit earned; a lottery member's also the tickets (this visit
         # and this month) and the wallet the points went to (DESIGN.md section 2).
+        width = self.options.receipt_width
+
+        def line(label: str, value: str) -> str:
+            return receipt_line(label, value, width)
+
         lines = []
         if member is not None and member.display_name:
-            lines.append(receipt_line("Member", member.display_name))
-        lines.append(receipt_line("Points this visit", str(earned)))
+            lines.append(line("Member", member.display_name))
+        lines.append(line("Points this visit", str(earned)))
         if lottery:
-            lines.append(receipt_line("Tickets this visit", str(tickets)))
-            lines.append(receipt_line("Tickets this month", str(tickets_month)))
-            lines.append(receipt_line("Wallet points", str(balance.wallet)))
+            lines.append(line("Tickets this visit", str(tickets)))
+            lines.append(line("Tickets this month", str(tickets_month)))
+            lines.append(line("Wallet points", str(balance.wallet)))
         if member is not None:  # a member this store does not hold: central knows the balance
-            lines.append(receipt_line("Points balance", str(balance.points)))
+            lines.append(line("Points balance", str(balance.points)))
         saved = request.subtotal - request.total
         if saved > 0 and request.coupon_refs:
             options = self.options
             amount = format_money(
                 saved, options.currency_decimals, options.currency, options.locale
             )
-            lines.append(receipt_line("You saved", amount))
+            lines.append(line("You saved", amount))
         return tuple(lines[:RECEIPT_LINES])
