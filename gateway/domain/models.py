@@ -241,7 +241,8 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """Everything a posted check writes, decided in the writer's transaction."""
+    """Everything a posted check writes, computed by the service from the context the store
+    read; the store writes it only if that context still holds (else the service settles again)."""
 
     reply: PostOk
     ledger: LedgerEntry | None

@@ -262,7 +262,9 @@ class Checks(StorePart):
                 bump_usage(conn, usage)
             return Recorded(settlement.reply, True)  # first time
 
-        result: Recorded | ContextChanged = await self.writer.submit(job, proves_room=True)
+        result: Recorded | ContextChanged = await self.writer.submit(
+            job, proves_room=lambda done: isinstance(done, Recorded) and done.first_time
+        )
         if isinstance(result, Recorded):
             self._outbox_changed()
         return result

@@ -31,7 +31,9 @@ class _Item:
     job: Job
     future: asyncio.Future[Any]
     durable: bool
-    proves_room: bool
+    # Whether the job's commit shows a check fits: a flag, or a test of what the job returned
+    # (a job that decided to write nothing proves nothing).
+    proves_room: bool | Callable[[Any], bool]
 
 
 def _probe_job(conn: sqlite3.Connection) -> None:
@@ -162,7 +164,7 @@ class Writer:
         job: Callable[[sqlite3.Connection], T],
         *,
         durable: bool = True,
-        proves_room: bool = False,
+        proves_room: bool | Callable[[T], bool] = False,
     ) -> T:
         """Queue `job`, wait until its transaction committed, and return what it returned.
 
@@ -175,7 +177,11 @@ class Writer:
         return await asyncio.shield(future)  # a cancelled caller must not undo a queued commit
 
     def submit_nowait(
-        self, job: Job, *, durable: bool = True, proves_room: bool = False
+        self,
+        job: Job,
+        *,
+        durable: bool = True,
+        proves_room: bool | Callable[[Any], bool] = False,
     ) -> asyncio.Future[Any]:
         if self._closing:
             raise WriterClosed("the store is shutting down")
@@ -341,7 +347,10 @@ class Writer:
         if not self.storage_full:
             return
         # Only a commit that stored a check (or the probe, larger than one) says a check fits.
-        proved = any(ok and item.proves_room for item, (ok, _) in zip(batch, outcomes, strict=True))
+        proved = any(
+            ok and (item.proves_room(value) if callable(item.proves_room) else item.proves_room)
+            for item, (ok, value) in zip(batch, outcomes, strict=True)
+        )
         if proved:
             self.storage_full = False
             log.warning("storage_recovered")
