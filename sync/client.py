@@ -343,9 +343,16 @@ class CentralClient:
             # An answer we cannot read is no answer: every event will be sent again.
             raise CentralUnavailable(f"unreadable events answer: {error}") from error
 
-    async def changes(self, cursor: str, limit: int) -> ChangesPage:
+    async def changes(self, cursor: str, limit: int, *, wait_s: float = 0) -> ChangesPage:
+        """A page of central's changes. `wait_s` > 0 asks central to hold the request until a
+        change exists or the time is up (long poll), so the read may take that much longer."""
+        params: dict[str, str | int] = {"cursor": cursor, "limit": limit}
+        budget = None
+        if wait_s > 0:
+            params["wait_s"] = int(wait_s)
+            budget = int(wait_s) + self.settings.timeout_s
         response = await self._request(
-            "GET", self._store_path("changes"), params={"cursor": cursor, "limit": limit}
+            "GET", self._store_path("changes"), params=params, budget_s=budget
         )
         try:
             body = response.json()

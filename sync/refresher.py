@@ -31,6 +31,10 @@ from gateway.links import Link, LinkEvents
 from gateway.store.store import ChangePage, StaleRecords, Store, utc_stamp
 from sync.client import CentralClient, CentralError
 
+# How long central may hold a changes request (DESIGN section 3 allows 0..30): under the idle
+# timeouts of common proxies, long enough that an idle store asks twice a minute.
+LONG_POLL_S = 25.0
+
 log = structlog.get_logger("sync.refresher")
 
 CURSOR = "changes_cursor"
@@ -119,12 +123,14 @@ class Refresher:
         client: CentralClient,
         *,
         interval_s: float = 30.0,
+        long_poll_s: float = LONG_POLL_S,
         page_limit: int = PAGE_LIMIT,
         max_removal_share: float = MAX_REMOVAL_SHARE,
     ) -> None:
         self.store = store
         self.client = client
         self.interval_s = interval_s
+        self.long_poll_s = long_poll_s
         self.page_limit = page_limit
         self.max_removal_share = max_removal_share
         self.stats = RefresherStats()
@@ -143,11 +149,14 @@ class Refresher:
     async def run(self) -> None:
         while True:
             retry_soon = False
+            hold = True
             try:
                 await self.refresh()
                 self.link.succeeded()
             except CursorStuck:
-                pass  # counted and logged by refresh(); central answers, so the usual interval
+                # Counted and logged by refresh(); central answers, but a held request would
+                # come back at once with the same page: the usual interval, no long poll.
+                hold = False
             except CentralError as error:
                 self.stats.failures += 1
                 self.link.failed(error)
@@ -157,10 +166,42 @@ class Refresher:
                 self.link.failed(error, unexpected="cache_refresh_error")
                 retry_soon = True
             # Until the next round; `wake()` (central came back, an operator asked) cuts it short.
-            pause = min(self.interval_s, 5.0) if retry_soon else self.interval_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+            if retry_soon:
+                await self._pause(min(self.interval_s, 5.0))
+            elif not hold or not await self._held_until_a_change():
+                await self._pause(self.interval_s)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _held_until_a_change(self) -> bool:
+        """Long poll (DESIGN section 3): at the delta position, ask central to hold a request
+        until a change for this store exists, so a change (a pause of the lottery) reaches this
+        store within about a second. True: refresh now. False: central does not hold (an empty
+        answer came early) or did not answer, so wait the refresh interval as before."""
+        cursor = self.store.get_state(CURSOR) or ""
+        if not cursor or self.long_poll_s <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        poll = asyncio.create_task(self.client.changes(cursor, 1, wait_s=self.long_poll_s))
+        woken = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({poll, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (poll, woken):
+                task.cancel()
+            await asyncio.gather(poll, woken, return_exceptions=True)
+        if woken.done() and not woken.cancelled():
             self._wake.clear()
+            return True
+        if poll.cancelled() or poll.exception() is not None:
+            return False  # the client counted the failure; the next round tells the rest
+        page = poll.result()
+        held = loop.time() - started >= self.long_poll_s * 0.8
+        return bool(page.changes or page.has_more or held)
 
     async def refresh(
         self,
