@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +20,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def until(
-    predicate: Callable[[], Awaitable[bool]], within_s: float = 30.0, what: str = "condition"
-) -> None:
-    """Await a state the system reaches on its own (a drain, a refresh)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not await predicate():
-        assert loop.time() < deadline, f"{what} not reached within {within_s} s"
-        await asyncio.sleep(0.02)
 
 
 async def start_gateway(

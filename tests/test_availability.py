@@ -11,7 +11,8 @@ import pytest
 import structlog
 from conformance.infra import GatewayLog
 from conftest import STORE_ID, Clock
-from sync_harness import free_port, start_gateway, until
+from sync_harness import free_port, start_gateway
+from waiting import until
 
 from gateway.domain.models import CouponOk, CouponRequest
 from gateway.links import Link, LinkEvents
@@ -239,11 +240,11 @@ async def test_status_shows_each_links_outage_while_central_is_away(tmp_path: Pa
     try:
         assert daemon.central is not None and daemon.refresher is not None
 
-        async def both_down() -> bool:
+        def both_down() -> bool:
             assert daemon.central is not None and daemon.refresher is not None
             return daemon.central.link.down and daemon.refresher.link.down
 
-        await until(both_down, what="central and the refresh down")
+        await until(both_down, within_s=30, what="central and the refresh down")
         status = await daemon.status()
     finally:
         await daemon.stop()

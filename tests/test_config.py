@@ -460,10 +460,15 @@ def test_allowed_networks_are_ip_networks() -> None:
     assert ipaddress.ip_address("10.0.0.99") in networks[0]
 
 
-def test_tzinfo_falls_back_to_a_zone_of_the_machine() -> None:
+def test_tzinfo_falls_back_to_a_zone_of_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # the machine's zone, as the daemon sees it
     tz = load_settings(store_id="s1").tzinfo()
 
-    assert datetime.datetime(2024, 7, 1, 12, tzinfo=tz).utcoffset() is not None
+    assert tz == ZoneInfo("America/New_York")
+    # A real zone, not the offset of the day it was read: it still follows the next DST change.
+    hour = datetime.timedelta(hours=1)
+    assert datetime.datetime(2024, 7, 1, 12, tzinfo=tz).utcoffset() == -4 * hour
+    assert datetime.datetime(2024, 1, 15, 12, tzinfo=tz).utcoffset() == -5 * hour
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from gateway_process import PYTHON, Spawn, cli, gateway_env, import_samples
-from sync_harness import until
+from waiting import until
 
 
 async def run_to_exit(

@@ -13,7 +13,7 @@ from typing import Any
 
 from conftest import Clock, RunningGateway, events, sample_members
 from gateway_process import GatewayProcess, Spawn, import_samples
-from sync_harness import until
+from waiting import until
 
 from gateway.domain.models import IdentRequest
 from gateway.service import Gateway, ServiceOptions
@@ -55,7 +55,7 @@ async def test_a_quiet_store_commits_identifications_within_a_second_and_a_kill_
             assert all(reply[0] == "IDENT_OK" for reply in replies)
         db = data_dir / "gateway.db"
 
-        async def all_on_disk() -> bool:
+        def all_on_disk() -> bool:
             return identified_rows(db) == 1000
 
         await until(all_on_disk, within_s=1.5, what="1,000 identification events on disk")
@@ -80,7 +80,7 @@ async def test_a_full_disk_keeps_identifications_in_memory_counted_and_stores_th
         for _ in range(300):
             assert (await station.request("IDENT", "2", "1", "0", CARD))[0] == "IDENT_OK"
 
-        async def refused_and_kept() -> bool:
+        def refused_and_kept() -> bool:
             return store.writer.storage_full and store.writer.stats.riders_retried > 0
 
         await until(refused_and_kept, within_s=3, what="the disk refusing the events")
@@ -114,7 +114,7 @@ async def test_beyond_the_bound_the_oldest_are_dropped_counted_and_logged(
         for _ in range(150):
             await service.identify(IdentRequest(1, 1, 0, CARD))
 
-        async def bounded() -> bool:
+        def bounded() -> bool:
             return store.writer.stats.riders_dropped == 50
 
         await until(bounded, within_s=5, what="the bound applied")

@@ -19,7 +19,8 @@ from conformance.registers import MqttRegister, SimRegister
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from sync_harness import Admin, post, register, start_gateway, until
+from sync_harness import Admin, post, register, start_gateway
+from waiting import until
 
 from gateway import __version__
 from gateway.admin.metrics import MAX_KIND_LABELS, OTHER_KINDS, SYNC_COUNTERS, GatewayMetrics
@@ -174,10 +175,10 @@ async def test_a_running_gateway_exports_protocol_errors_sync_process_and_build_
                     writer.close()
 
                 # A serial line: a damaged frame (NAK, ERROR BAD_CHECKSUM) and an unknown command.
-                async def line_open() -> bool:
+                def line_open() -> bool:
                     return serial.lines[0].state == "open"
 
-                await until(line_open, what="serial line open")
+                await until(line_open, within_s=30, what="serial line open")
                 end = str(line.register_end)
                 serial_register = SimRegister(
                     7, lambda: serial_asyncio_fast.open_serial_connection(url=end, baudrate=115200)
@@ -189,10 +190,10 @@ async def test_a_running_gateway_exports_protocol_errors_sync_process_and_build_
                 assert (await serial_register.request("FLY"))[:2] == ["ERROR", "UNKNOWN_COMMAND"]
 
                 # MQTT: JSON cut short.
-                async def on_broker() -> bool:
+                def on_broker() -> bool:
                     return mqtt.state == "connected"
 
-                await until(on_broker, what="gateway on the broker")
+                await until(on_broker, within_s=30, what="gateway on the broker")
                 mqtt_register = MqttRegister(7, "127.0.0.1", broker.port, Topics("loyalty", "S001"))
                 await mqtt_register.connect()
                 try:
@@ -200,11 +201,11 @@ async def test_a_running_gateway_exports_protocol_errors_sync_process_and_build_
                 finally:
                     await mqtt_register.close()
 
-                async def synced() -> bool:
+                def synced() -> bool:
                     delivered = forwarder.stats.delivered
                     return delivered >= 1 and refresher.stats.last_success is not None
 
-                await until(synced, what="the check delivered and the cache refreshed")
+                await until(synced, within_s=30, what="the check delivered and the cache refreshed")
 
                 text = await scrape(daemon)
                 after = await get_status(daemon)

@@ -20,13 +20,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from conformance.infra import GatewayLog, Mosquitto, free_port, until
+from conformance.infra import GatewayLog, Mosquitto, free_port
 from conformance.registers import MqttRegister, new_properties
 from conftest import STORE_ID
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from waiting import until
 
 from gateway.service import Gateway
 from gateway.store.store import Store
@@ -317,7 +318,7 @@ async def running(responder: MqttResponder, url: str, **options: Any) -> AsyncIt
 
 
 async def connected(adapter: MqttAdapter) -> None:
-    await until(adapter, lambda: adapter.state == "connected")
+    await until(lambda: adapter.state == "connected")
 
 
 @contextlib.asynccontextmanager
@@ -396,7 +397,7 @@ async def test_a_broker_that_is_down_at_start_is_logged_once_and_joined_when_it_
     broker.port = free_port()
     with GatewayLog() as gateway_log:
         async with running(responder, broker.url) as adapter:
-            await until(adapter, lambda: adapter.outages == 1 and adapter.last_error is not None)
+            await until(lambda: adapter.outages == 1 and adapter.last_error is not None)
             await broker.start()
             try:
                 await connected(adapter)
@@ -461,7 +462,7 @@ async def test_requests_published_while_the_gateways_link_is_cut_are_answered_wh
         assert (await till.request("PING"))[0] == "PONG"
 
         await link.cut()
-        await until(adapter, lambda: adapter.state == "connecting")
+        await until(lambda: adapter.state == "connecting")
         published = asyncio.Event()
         body = {**IDENT, "correlation_id": "while-away"}
         answer = asyncio.create_task(till.send(body, published=published))
@@ -587,7 +588,7 @@ async def test_a_broker_that_refuses_us_is_retried_and_logged_once(
         async with running(
             responder, url, ca_file=ca_file, username="store-042", password=password
         ) as adapter:
-            await until(adapter, lambda: adapter.failed_attempts >= 3)
+            await until(lambda: adapter.failed_attempts >= 3)
             assert adapter.state == "connecting"
             assert adapter.last_error is not None and why in adapter.last_error
     (unreachable,) = gateway_log.events("mqtt_unreachable")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import serial_asyncio_fast
 from conformance.harness import opened
-from conformance.infra import GatewayLog, PtyPair, until
+from conformance.infra import GatewayLog, PtyPair
 from conformance.registers import SimRegister
+from waiting import until
 
 from gateway.service import Gateway
 from pos_adapters.sim.codec import ACK, NAK, encode_frame
@@ -83,7 +84,7 @@ async def open_line(bench: Bench, **options: float) -> tuple[SerialLine, SimRegi
     pair = await bench.pair("line")
     adapter = await bench.adapter(pair, **options)
     line = adapter.lines[0]
-    await until(line, lambda: line.state == "open")
+    await until(lambda: line.state == "open")
     return line, await bench.register(pair)
 
 
@@ -170,7 +171,7 @@ async def test_a_stalled_partial_frame_is_dropped_and_the_line_kept(bench: Bench
     line, register = await open_line(bench, read_timeout_s=0.2)
     data = frame("PING", seq=1)
     await register.send_raw(data[:6])  # then nothing, like a cable pulled mid-frame
-    await until(line, lambda: line.stats.partial_timeouts == 1)
+    await until(lambda: line.stats.partial_timeouts == 1)
     reply = await register.send_raw(data[6:] + frame("PING", seq=2), seq=2)  # the tail is noise
     assert reply is not None and reply[0] == "PONG"
     assert register.controls == [ACK]
@@ -191,14 +192,14 @@ async def test_several_ports_are_served_at_once_and_a_lost_one_harms_no_other(
 
     await first.stop()  # the first line's USB adapter is pulled
     lost = adapter.line(str(first.gateway_end))
-    await until(lost, lambda: lost.state == "reopening")
+    await until(lambda: lost.state == "reopening")
 
     assert (await two.request("IDENT", "2", "1", "0", CARD))[0] == "IDENT_OK"
     assert adapter.states()[str(second.gateway_end)]["state"] == "open"
     assert adapter.states()[str(first.gateway_end)]["state"] == "reopening"
 
     await first.start()
-    await until(lost, lambda: lost.state == "open")
+    await until(lambda: lost.state == "open")
     await one.reconnect()
     assert (await one.request("IDENT", "1", "1", "0", CARD))[0] == "IDENT_OK"
 
@@ -211,9 +212,9 @@ async def test_a_lost_port_is_reopened_and_logged_once_for_the_loss_and_once_for
         (pair,) = bench.pairs
         await pair.stop()
         # Several reopening attempts fail while the port is away; none of them is logged.
-        await until(line, lambda: line.stats.failed_opens >= 3)
+        await until(lambda: line.stats.failed_opens >= 3)
         await pair.start()
-        await until(line, lambda: line.state == "open")
+        await until(lambda: line.state == "open")
         await register.reconnect()
         assert (await register.request("PING"))[0] == "PONG"
 
@@ -231,10 +232,10 @@ async def test_a_port_missing_at_start_is_opened_when_it_appears(bench: Bench) -
         pair = await bench.pair("late", start=False)
         adapter = await bench.adapter(pair)  # starts although the device is not there
         line = adapter.lines[0]
-        await until(line, lambda: line.stats.failed_opens >= 3)
+        await until(lambda: line.stats.failed_opens >= 3)
         assert line.state == "reopening"
         await pair.start()
-        await until(line, lambda: line.state == "open")
+        await until(lambda: line.state == "open")
         register = await bench.register(pair)
         assert (await register.request("PING"))[0] == "PONG"
 
@@ -266,14 +267,14 @@ async def test_a_port_held_by_another_gateway_is_waited_for_not_shared(bench: Be
     _, register = await open_line(bench)
     (pair,) = bench.pairs
     second = (await bench.adapter(pair)).lines[0]
-    await until(second, lambda: second.stats.failed_opens >= 2)
+    await until(lambda: second.stats.failed_opens >= 2)
     assert second.state == "reopening"
     assert second.stats.last_error is not None and "lock" in second.stats.last_error
     assert (await register.request("PING"))[0] == "PONG"  # answered once, by the first
     assert register.unmatched == []
 
     await bench.adapters[0].stop()
-    await until(second, lambda: second.state == "open")
+    await until(lambda: second.state == "open")
 
 
 async def test_settings_the_device_refuses_leave_the_line_retrying_not_dead(bench: Bench) -> None:
@@ -286,7 +287,7 @@ async def test_settings_the_device_refuses_leave_the_line_retrying_not_dead(benc
         bench.adapters.append(adapter)
         await adapter.start()
         line = adapter.lines[0]
-        await until(line, lambda: line.stats.failed_opens >= 2)
+        await until(lambda: line.stats.failed_opens >= 2)
         assert line.state == "reopening"
     (unavailable,) = gateway_log.events("serial_port_unavailable")
     assert "Invalid argument" in unavailable["error"]

@@ -10,7 +10,7 @@ import os
 import random
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 from conftest import SAMPLE, RunningGateway
 from gateway_process import PYTHON, GatewayProcess, cli, gateway_env
+from waiting import until
 
 from gateway.service import Gateway
 from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
@@ -34,15 +35,6 @@ STRANGER = "127.0.0.3"
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 # Peers at several addresses: all of 127/8 answers on Linux (elsewhere only 127.0.0.1 does).
 several_addresses = pytest.mark.skipif(sys.platform != "linux", reason="127/8 is Linux's")
-
-
-async def eventually(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Await what another process or the server reaches on its own (a log line, a close)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def open_from(source: str, port: int, host: str = "127.0.0.1") -> Streams:
@@ -159,7 +151,7 @@ async def test_a_crowd_on_one_address_cannot_keep_another_address_register_out(
                 writer.close()
     finally:
         close_all(crowd)
-    await eventually(lambda: len(gateway.events("sim_peer_refused")) >= 1)
+    await until(lambda: len(gateway.events("sim_peer_refused")) >= 1)
     assert len(gateway.events("sim_peer_refused")) == 1
     (at_cap,) = gateway.events("sim_peer_at_connection_cap")  # 536 evictions, one line
     assert at_cap["peer"] == CROWD and at_cap["max_connections_per_peer"] == 64
@@ -183,13 +175,13 @@ async def test_at_the_total_cap_room_is_made_from_the_address_holding_the_most(
     crowd = await open_crowd(CROWD, server.port, 150)
     try:
         async with running(trickle(crowd)):
-            await eventually(lambda: server.stats.accepted == 150)  # every place is the crowd's
+            await until(lambda: server.stats.accepted == 150)  # every place is the crowd's
             register = await register_from(REGISTER, server.port)
             try:
                 ws = register.workstation(4)
                 assert (await ws.request("PING", answer_within=3))[0] == "PONG"
                 crowd += await open_crowd(CROWD, server.port, 100)  # the crowd keeps coming
-                await eventually(lambda: server.stats.accepted == 251)
+                await until(lambda: server.stats.accepted == 251)
                 assert (await ws.request("PING", answer_within=3))[0] == "PONG"  # same socket
             finally:
                 await register.close()
@@ -351,7 +343,7 @@ async def test_out_of_descriptors_is_logged_once_and_registers_still_get_in(
         assert (await early.workstation(1).request("PING"))[0] == "PONG"
         # Every descriptor the process may have goes to connections on the admin API.
         flood += await open_crowd(CROWD, admin_port(gateway), 300)
-        await eventually(lambda: bool(gateway.events("accept_failing")))
+        await until(lambda: bool(gateway.events("accept_failing")))
         # A register that comes now gets in on the reserve and is answered.
         during = await register_from(REGISTER, gateway.port)
         try:
@@ -375,8 +367,8 @@ async def test_out_of_descriptors_is_logged_once_and_registers_still_get_in(
         assert (await early.workstation(1).request("PING"))[0] == "PONG"  # never evicted
     finally:
         await early.close()
-    await eventually(lambda: bool(gateway.events("sim_accept_recovered")))
-    await eventually(lambda: bool(gateway.events("accept_recovered")))
+    await until(lambda: bool(gateway.events("sim_accept_recovered")))
+    await until(lambda: bool(gateway.events("accept_recovered")))
     failures = accept_failure_lines(gateway)
     assert len(failures) == 2, failures  # the SIM listener's, and the admin API's: once each
     (recovered,) = gateway.events("sim_accept_recovered")
@@ -414,7 +406,7 @@ async def test_out_of_descriptors_an_idle_connection_gives_its_place_to_a_regist
     server.room_idle_s = 0.2  # a minute in the daemon
     await server.start()
     idle_reader, idle_writer = await open_from(CROWD, server.port)
-    await eventually(lambda: server.stats.open_connections == 1)
+    await until(lambda: server.stats.open_connections == 1)
     await asyncio.sleep(0.3)  # it says nothing for longer than room_idle_s
     try:
         with descriptors_taken() as taken:

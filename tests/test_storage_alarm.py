@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import RunningGateway
 from gateway_process import GatewayProcess, import_samples
-from sync_harness import until
+from waiting import until
 
 DATE = "20261123"
 ITEMS = ";".join(f"1*{100000000 + n}*0.10" for n in range(500))  # ~24 KiB of events a check
@@ -52,7 +52,7 @@ async def test_a_coupon_that_fits_does_not_clear_the_alarm_while_checks_are_refu
         # Room returns with no check under way: the probe clears the alarm by itself.
         await store.set_page_limit(0)
 
-        async def cleared() -> bool:
+        def cleared() -> bool:
             return not store.writer.storage_full
 
         await until(cleared, within_s=6, what="the alarm cleared by the probe")

@@ -7,7 +7,8 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from sync_harness import Admin, free_port, post, register, start_gateway, until
+from sync_harness import Admin, free_port, post, register, start_gateway
+from waiting import until
 
 from gateway.daemon import Daemon
 from gateway.domain.ids import new_ulid
@@ -37,15 +38,15 @@ async def test_central_down_for_the_whole_run_then_up_every_check_arrives_once(
         forwarder, client = daemon.forwarder, daemon.central
         assert forwarder is not None and client is not None
 
-        async def retried() -> bool:
+        def retried() -> bool:
             return forwarder.stats.failures >= 3
 
-        await until(retried, what="several retries while central is away")
+        await until(retried, within_s=30, what="several retries while central is away")
 
         async with ReferenceServer(port=port) as central:
             admin = Admin(central)
             try:
-                await until(lambda: outbox_empty(daemon), what="outbox drained")
+                await until(lambda: outbox_empty(daemon), within_s=30, what="outbox drained")
                 checks = await admin.checks()
                 assert {c["check"] for c in checks} == posted
                 assert all(c["event_ids"] == 1 for c in checks)
@@ -123,7 +124,7 @@ async def test_a_poison_event_in_a_batch_of_500_goes_to_dead_letters_and_the_res
                 new_ulid(), "loyalty.teleported", "2026-11-23T10:00:00Z", {"store_id": "S001"}
             )
             await daemon.store.append_events(events)
-            await until(lambda: outbox_empty(daemon), what="outbox drained")
+            await until(lambda: outbox_empty(daemon), within_s=30, what="outbox drained")
             stats = await admin.stats()
             assert stats["events"]["accepted"]["member.identified"] == 498
             with sqlite3.connect(daemon.settings.database_path) as db:
@@ -159,7 +160,7 @@ async def test_receipt_and_central_balances_agree_including_while_events_are_pen
             assert receipt[2] == "142"
             await until(lambda: _equals(central_balance, 142), what="central applied")
             # The refresh brings central's 142 with its balance_as_of: not 164.
-            await until(lambda: outbox_empty(daemon), what="delivered")
+            await until(lambda: outbox_empty(daemon), within_s=30, what="delivered")
             await daemon.refresher.refresh()  # type: ignore[union-attr]
             assert await gateway_balance() == 142
 
@@ -169,7 +170,7 @@ async def test_receipt_and_central_balances_agree_including_while_events_are_pen
             assert await central_balance() == 142
             await admin.faults(down=False)
             await until(lambda: _equals(central_balance, 152), what="pending applied")
-            await until(lambda: outbox_empty(daemon), what="delivered")
+            await until(lambda: outbox_empty(daemon), within_s=30, what="delivered")
             await daemon.refresher.refresh()  # type: ignore[union-attr]
             assert await gateway_balance() == 152
         finally:
@@ -376,7 +377,7 @@ async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests
         assert retry.status_code == 200, retry.text
 
         async with ReferenceServer(port=port):
-            await until(lambda: outbox_empty(daemon), what="drained")
+            await until(lambda: outbox_empty(daemon), within_s=30, what="drained")
             status = (await admin_api.get("/status")).json()
             assert status["central"]["state"] == "ONLINE"
             assert status["outbox"]["depth"] == 0 and status["sync"]["delivered"] >= 3

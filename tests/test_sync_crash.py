@@ -9,7 +9,8 @@ import sqlite3
 from pathlib import Path
 
 from gateway_process import GatewayProcess
-from sync_harness import DATE, Admin, until
+from sync_harness import DATE, Admin
+from waiting import until
 
 from pos_adapters.sim.register import RegisterConnection, RegisterTimeout
 from sync.central import ReferenceServer
@@ -91,7 +92,7 @@ async def test_sigkill_twenty_times_under_load_then_central_holds_each_acknowled
                     lane.acknowledged.add(lane.in_flight)
             await connection.close()
 
-            async def drained() -> bool:
+            def drained() -> bool:
                 return outbox_depth(data_dir) == 0
 
             await until(drained, within_s=60, what="outbox drained")

@@ -38,7 +38,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from sync_harness import until
+from waiting import until
 
 from gateway.config import CentralSettings
 from gateway.store.store import Store
@@ -142,9 +142,7 @@ async def test_a_cursor_that_does_not_move_is_asked_again_each_interval_not_in_a
                 assert len(events(log_lines, "central_cursor_stuck")) == 1  # one alarm
 
                 front.stuck = False
-                await until(
-                    lambda: _is(not refresher.stats.cursor_stuck), 10, "cursor moving again"
-                )
+                await until(lambda: not refresher.stats.cursor_stuck, 10, "cursor moving again")
                 assert len(events(log_lines, "central_cursor_moving_again")) == 1
                 assert len(events(log_lines, "central_cursor_stuck")) == 1
                 assert refresher.stats.snapshots == 1  # finished from where it stuck
@@ -156,10 +154,6 @@ async def test_a_cursor_that_does_not_move_is_asked_again_each_interval_not_in_a
                 await client.aclose()
                 await front.upstream.aclose()
                 await store.close()
-
-
-async def _is(value: bool) -> bool:
-    return value
 
 
 # ---- 2. a snapshot that would wipe the cache ---------------------------------------------------

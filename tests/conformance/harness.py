@@ -11,6 +11,7 @@ from typing import Protocol
 
 import serial_asyncio_fast
 from conftest import STORE_ID
+from waiting import until
 
 from gateway.service import Gateway
 from pos_adapters.mqtt import MqttAdapter, MqttOptions, MqttResponder, Topics
@@ -18,7 +19,7 @@ from pos_adapters.sim.serial import LineSettings, SerialAdapter, SerialLine
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
 
-from .infra import Mosquitto, PtyPair, until
+from .infra import Mosquitto, PtyPair
 from .registers import MqttRegister, Register, SimRegister, Streams
 
 TRANSPORTS = ("tcp", "serial", "mqtt")
@@ -183,11 +184,11 @@ async def opened(adapter: SerialAdapter) -> None:
 
 
 async def line_open(line: SerialLine) -> None:
-    await until(line, lambda: line.state == "open")
+    await until(lambda: line.state == "open")
 
 
 async def lost(line: SerialLine, outages_before: int) -> None:
-    await until(line, lambda: line.stats.outages > outages_before and line.state == "reopening")
+    await until(lambda: line.stats.outages > outages_before and line.state == "reopening")
 
 
 class MqttHarness:
@@ -217,7 +218,7 @@ class MqttHarness:
     async def connected(self) -> None:
         adapter = self.adapter
         assert adapter is not None
-        await until(adapter, lambda: adapter.state == "connected")
+        await until(lambda: adapter.state == "connected")
 
     async def registers(self, *wsids: int) -> list[Register]:
         made = [MqttRegister(wsid, "127.0.0.1", self.broker.port, self.topics) for wsid in wsids]
@@ -229,7 +230,7 @@ class MqttHarness:
         adapter = self.adapter
         assert adapter is not None
         await self.broker.stop()
-        await until(adapter, lambda: adapter.state == "connecting")
+        await until(lambda: adapter.state == "connecting")
 
     async def recover(self) -> None:
         await self.broker.start()  # on the same port

@@ -15,9 +15,8 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.logging import configure_logging
 
@@ -186,13 +185,3 @@ class GatewayLog:
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
         return [line for line in lines if name is None or line.get("event") == name]
-
-
-class _Watched(Protocol):
-    async def wait_until(self, condition: Callable[[], bool]) -> None: ...
-
-
-async def until(adapter: _Watched, condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Await an adapter's own progress (a port reopened, a broker joined), failing after
-    `within_s` instead of hanging the suite."""
-    await asyncio.wait_for(adapter.wait_until(condition), within_s)

@@ -15,6 +15,7 @@ import pytest
 import serial_asyncio_fast
 from conftest import STORE_ID, sample_coupons, sample_members
 from gateway_process import GatewayProcess
+from waiting import until
 
 from gateway.config import Settings, load_settings
 from gateway.daemon import Daemon
@@ -23,7 +24,7 @@ from pos_adapters.mqtt import Topics
 from pos_adapters.sim.codec import ACK
 
 from .harness import TRANSPORTS, opened
-from .infra import Mosquitto, PtyPair, until
+from .infra import Mosquitto, PtyPair
 from .registers import MqttRegister, Register, SimRegister
 
 CARD = "6001000000000001"
@@ -200,7 +201,7 @@ async def test_status_reports_every_transport_and_a_lost_port(
     assert daemon.serial is not None and daemon.mqtt is not None
     mqtt = daemon.mqtt
     await opened(daemon.serial)
-    await until(mqtt, lambda: mqtt.state == "connected")
+    await until(lambda: mqtt.state == "connected")
 
     adapters = (await daemon.status())["adapters"]
     json.dumps(adapters)  # /status and the heartbeat send it as JSON
@@ -213,7 +214,7 @@ async def test_status_reports_every_transport_and_a_lost_port(
 
     await pairs[0].stop()
     line = daemon.serial.lines[0]
-    await until(line, lambda: line.state == "reopening")
+    await until(lambda: line.state == "reopening")
     adapters = (await daemon.status())["adapters"]
     assert adapters["serial"]["state"] == "degraded" and adapters["serial"]["connections"] == 1
     assert adapters["serial"]["ports"][devices[0]]["outages"] == 1
