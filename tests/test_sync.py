@@ -200,8 +200,14 @@ async def test_changes_bring_new_members_deletions_and_rules(tmp_path: Path) -> 
             await admin.http.put("/_admin/rules", json={"version": "2026-12", "points_per_unit": 2})
             await until(lambda: _known(station, "NEW-1"), what="new member")
             await until(lambda: _unknown(station, "6001000000000002"), what="deletion")
-            active = daemon.store.active_rules(dt.datetime.now(dt.UTC))
-            assert active is not None and active[0] == "2026-12"
+            store = daemon.store
+
+            def rules_version() -> str | None:
+                active = store.active_rules(dt.datetime.now(dt.UTC))
+                return active[0] if active else None
+
+            # Each change may arrive on its own through the long poll: await the last one.
+            await until(lambda: rules_version() == "2026-12", what="the new rules")
             assert daemon.service is not None
             assert daemon.service.rules(dt.datetime.now(dt.UTC)).points_per_unit == 2
             cursor = daemon.store.get_state("changes_cursor")
