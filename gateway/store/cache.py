@@ -16,14 +16,15 @@ from gateway.domain.rules_doc import RulesDocument
 from gateway.store.connections import StorePart, utc_stamp
 
 # A member's row with the balance the register sees: central's plus what it has not applied yet.
-# Its columns are `MemberRow`'s fields, in their order.
+# Its columns are `MemberRow`'s fields, in their order; the first parameter is the lottery's
+# switch at this store (held in memory), so that the row carries it as before.
 MEMBER_ROW_SQL = """
 SELECT m.member_id, m.display_name, m.tier, m.birthday, m.flags, m.earn_mode, m.lottery_consent,
        m.points_balance, m.wallet_points, m.balance_as_of,
-       m.points_balance + COALESCE(p.points, 0), m.wallet_points + COALESCE(p.wallet, 0),
-       COALESCE((SELECT paused FROM program_switches WHERE program = 'lottery'), 0)
+       m.points_balance + COALESCE(p.points, 0), m.wallet_points + COALESCE(p.wallet, 0), ?
 FROM members m LEFT JOIN member_pending p ON p.member_id = m.member_id
 """
+LOTTERY = "lottery"
 
 
 class MemberRow(NamedTuple):
@@ -143,6 +144,12 @@ class ChangePage:
 
 Job = Callable[[sqlite3.Connection], None]
 
+MEMBER_BY_ID = MEMBER_ROW_SQL + " WHERE m.member_id = ?"
+_BY_IDENTIFIER = (
+    MEMBER_ROW_SQL
+    + " JOIN member_identifiers i ON i.member_id = m.member_id WHERE i.identifier = ?"
+)
+
 
 def _members_job(members: Sequence[Member]) -> Job:
     now = utc_stamp(dt.datetime.now(dt.UTC))
@@ -243,12 +250,11 @@ class Cache(StorePart):
     # ---- lookups (the lookup connection: plain calls, no await) ----------------------------
 
     def member_by_identifier(self, identifier: str) -> MemberView | None:
-        sql = MEMBER_ROW_SQL + " JOIN member_identifiers i ON i.member_id = m.member_id"
-        row = self._one(sql + " WHERE i.identifier = ?", (identifier,))
+        row = self._one(_BY_IDENTIFIER, (self._paused(LOTTERY), identifier))
         return MemberView.of(row) if row else None
 
     def member(self, member_id: str) -> MemberView | None:
-        row = self._one(MEMBER_ROW_SQL + " WHERE m.member_id = ?", (member_id,))
+        row = self._one(MEMBER_BY_ID, (self._paused(LOTTERY), member_id))
         return MemberView.of(row) if row else None
 
     def coupon(self, code: str) -> Coupon | None:
@@ -261,24 +267,31 @@ class Cache(StorePart):
         return str(row[0]) if row else None
 
     def active_rules(self, now: dt.datetime) -> tuple[str, str] | None:
-        """(version, document JSON) of the rules in force at `now`: the latest effective."""
-        row = self._one(
-            "SELECT version, document FROM rules_documents WHERE effective_from <= ?"
-            " ORDER BY effective_from DESC, received_at DESC LIMIT 1",
-            (utc_stamp(now),),
-        )
-        return (str(row[0]), str(row[1])) if row else None
+        """(version, document JSON) of the rules in force at `now`: the latest effective
+        (held in memory; a document that arrives replaces what is held)."""
+        held = self._held
+        if held.rules is None:
+            rows = self._lookup.execute(
+                "SELECT effective_from, received_at, version, document FROM rules_documents"
+                " ORDER BY effective_from DESC, received_at DESC"
+            ).fetchall()
+            held.rules = tuple((str(a), str(b), str(c), str(d)) for a, b, c, d in rows)
+        if not held.rules:
+            return None
+        now_s = utc_stamp(now)
+        for effective_from, _, version, document in held.rules:
+            if effective_from <= now_s:
+                return version, document
+        return None
 
     def categories_for(self, objects: Sequence[int]) -> dict[int, str]:
-        """The family group of each menu item object the POS menu knows."""
-        if not objects:
-            return {}
-        rows = self._lookup.execute(
-            "SELECT object_number, family_group FROM products WHERE object_number IN"
-            " (SELECT value FROM json_each(?))",
-            (json.dumps(sorted(set(objects))),),
-        ).fetchall()
-        return {int(r[0]): str(r[1]) for r in rows if r[1]}
+        """The family group of each menu item object the POS menu knows (held in memory)."""
+        held = self._held
+        if held.categories is None:
+            rows = self._lookup.execute("SELECT object_number, family_group FROM products")
+            held.categories = {int(o): str(f) for o, f in rows if f}
+        known = held.categories
+        return {o: known[o] for o in objects if o in known}
 
     # ---- writes (import and central's changes) ----------------------------------------------
 
@@ -321,9 +334,12 @@ class Cache(StorePart):
             conn.executemany("INSERT OR REPLACE INTO sync_state VALUES (?, ?)", state.items())
 
         await self.writer.submit(job)
+        if page.rules:
+            self._held.rules = None
 
     async def add_rules(self, document: RulesDocument, *, source: str) -> None:
         await self.writer.submit(_rules_job([document], source))
+        self._held.rules = None
 
     async def replace_products(self, products: Sequence[tuple[int, str, str, str, bool]]) -> None:
         """The POS menu's products (object, name, family group, major group, active)."""
@@ -334,6 +350,7 @@ class Cache(StorePart):
             conn.executemany("INSERT INTO products VALUES (?, ?, ?, ?, ?)", rows)
 
         await self.writer.submit(job)
+        self._held.categories = None
 
     async def remove_stale(self, since: str, *, max_share: float = 1.0) -> StaleRecords:
         """After a full snapshot: drop the members and coupons it did not bring (central deleted

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from gateway.domain.models import PostOk, Settlement
-from gateway.store.cache import MEMBER_ROW_SQL, MemberRow, MemberView, member_row
+from gateway.store.cache import LOTTERY, MEMBER_BY_ID, MemberRow, MemberView, member_row
 from gateway.store.connections import StorePart, utc_stamp
 from gateway.store.coupons import UsageChange, bump_usage
 from gateway.store.outbox import INSERT_EVENT, event_rows
@@ -103,13 +103,14 @@ def read_check_context(
     coupon_refs: Sequence[str],
     now_s: str,
     business_date: dt.date,
+    lottery_paused: bool,
 ) -> CheckContext:
     """The context of a check, on whichever connection: the lookup one before settling, the
     writer's inside the transaction that records it."""
     member = None
     tickets = 0
     if member_id is not None:
-        found = conn.execute(MEMBER_ROW_SQL + " WHERE m.member_id = ?", (member_id,)).fetchone()
+        found = conn.execute(MEMBER_BY_ID, (lottery_paused, member_id)).fetchone()
         member = member_row(found) if found is not None else None
         if member is not None and member.earn_mode == "lottery":
             # Tickets this month: central's count for the month plus what it has not applied.
@@ -197,7 +198,9 @@ class Checks(StorePart):
     ) -> CheckContext:
         """What the check's settlement depends on now (point lookups, on the loop's thread)."""
         now_s = utc_stamp(now) if coupon_refs else ""  # only reservations depend on the time
-        return read_check_context(self._lookup, member_id, coupon_refs, now_s, key.business_date)
+        return read_check_context(
+            self._lookup, member_id, coupon_refs, now_s, key.business_date, self._paused(LOTTERY)
+        )
 
     async def record_check(self, check: PostedCheck) -> Recorded | ContextChanged:
         """Record a settled check durably, once; the reply is sent only after this returns.
@@ -222,9 +225,11 @@ class Checks(StorePart):
                 for c in redeemed
             ]
 
+        paused = self._paused(LOTTERY)  # on the loop: the held switches are the loop's
+
         def job(conn: sqlite3.Connection) -> Recorded | ContextChanged:
             current = read_check_context(
-                conn, check.member_id, check.coupon_refs, now_s, key.business_date
+                conn, check.member_id, check.coupon_refs, now_s, key.business_date, paused
             )
             if current != check.context:
                 stored = conn.execute(_STORED_REPLY, key_params).fetchone()

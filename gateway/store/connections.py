@@ -77,14 +77,27 @@ def _check_and_migrate(conn: sqlite3.Connection) -> tuple[int, int]:
     return migrate(conn)
 
 
+@dataclass(slots=True)
+class Held:
+    """What every request reads and few writes change, held in memory instead of read from
+    SQLite per request: loaded at first use, dropped (None) by the write that changes it, after
+    its commit. Only this process writes the database while it runs (the data directory lock)."""
+
+    # (effective_from, received_at, version, document JSON), latest first
+    rules: tuple[tuple[str, str, str, str], ...] | None = None
+    paused: dict[str, bool] | None = None  # program -> paused at this store
+    categories: dict[int, str] | None = None  # POS menu item object -> family group
+
+
 @dataclass(frozen=True, slots=True)
 class Connections:
-    """The three connections of one open store."""
+    """The three connections of one open store, and what is held in memory beside them."""
 
     path: Path
     writer: Writer
     reader: aiosqlite.Connection
     lookup: sqlite3.Connection
+    held: Held
 
     @classmethod
     async def open(
@@ -112,7 +125,7 @@ class Connections:
             raise
         with contextlib.suppress(OSError):  # the write probe reports an unwritable directory
             write_marker(path.parent)
-        return cls(path, writer, reader, lookup_connection(path))
+        return cls(path, writer, reader, lookup_connection(path), Held())
 
     async def close(self) -> None:
         """Commit what is queued, then close all three."""
@@ -131,8 +144,17 @@ class StorePart:
         self.writer = connections.writer
         self._reader = connections.reader
         self._lookup = connections.lookup
+        self._held = connections.held
         # Called after a commit that added events to the outbox (the forwarder's wake-up).
         self.outbox_listeners: list[Callable[[], None]] = []
+
+    def _paused(self, program: str) -> bool:
+        """Whether a program is paused at this store (`edge-gateway pause`), from memory."""
+        held = self._held
+        if held.paused is None:
+            rows = self._lookup.execute("SELECT program, paused FROM program_switches")
+            held.paused = {str(program): bool(paused) for program, paused in rows}
+        return held.paused.get(program, False)
 
     def _outbox_changed(self) -> None:
         for listener in self.outbox_listeners:

@@ -30,8 +30,7 @@ class Switches(StorePart):
         self._outbox_changed()
 
     def program_paused(self, program: str) -> bool:
-        row = self._one("SELECT paused FROM program_switches WHERE program = ?", (program,))
-        return bool(row[0]) if row else False
+        return self._paused(program)
 
     async def set_program_paused(self, program: str, paused: bool, *, by: str) -> None:
         now_s = utc_stamp(dt.datetime.now(dt.UTC))
@@ -43,3 +42,4 @@ class Switches(StorePart):
             )
 
         await self.writer.submit(job)
+        self._held.paused = None
