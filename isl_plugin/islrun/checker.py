@@ -55,8 +55,8 @@ from isl_plugin.islrun.nodes import (
     WholeArray,
     Word,
 )
-from isl_plugin.islrun.parser import FUNCTIONS
 from isl_plugin.islrun.sysvars import sysvar_spec
+from isl_plugin.islrun.vocabulary import FUNCTIONS
 
 # name -> "scalar" | "array" | "const" | "ref" (a Ref parameter: scalar or array, known at run time)
 Scope = dict[str, str]

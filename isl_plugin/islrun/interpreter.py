@@ -21,7 +21,7 @@ Semantics where ISL's are not public (docs/isl.md gives the evidence for each):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Protocol
@@ -90,6 +90,7 @@ from isl_plugin.islrun.values import (
     to_number,
     to_text,
 )
+from isl_plugin.islrun.vocabulary import FUNCTIONS
 
 TIMEOUT_REPLY = "_TIMEOUT"
 MAX_HANDLER_DEPTH = 8
@@ -293,13 +294,7 @@ class Interpreter:
         elif isinstance(stmt, ForStmt):
             await self._for(stmt, frame)
         elif isinstance(stmt, WhileStmt):
-            runs = 0
-            while is_true(self._eval(stmt.cond, frame)):
-                runs = self._count(runs)
-                try:
-                    await self._block(stmt.body, frame)
-                except _Break:
-                    break
+            await self._repeat(stmt.body, frame, lambda: is_true(self._eval(stmt.cond, frame)))
         elif isinstance(stmt, BreakStmt):
             raise _Break
         elif isinstance(stmt, ReturnStmt):
@@ -360,13 +355,7 @@ class Interpreter:
         elif isinstance(stmt, ClearChkInfoStmt):
             self.host.clear_chk_info()
         elif isinstance(stmt, ForeverStmt):
-            runs = 0
-            while True:
-                runs = self._count(runs)
-                try:
-                    await self._block(stmt.body, frame)
-                except _Break:
-                    break
+            await self._repeat(stmt.body, frame, lambda: True)
         elif isinstance(stmt, TryStmt):
             await self._try(stmt, frame)
         elif isinstance(stmt, DeviceStmt):
@@ -391,6 +380,16 @@ class Interpreter:
         except IslRuntimeError as failure:
             self.host.note("warning", f"caught at line {failure.line}: {failure.message}")
             await self._block(stmt.handler, frame)
+
+    async def _repeat(self, body: Sequence[Stmt], frame: Frame, more: Callable[[], bool]) -> None:
+        """While and Forever: the body again while `more()` holds, until a Break."""
+        runs = 0
+        while more():
+            runs = self._count(runs)
+            try:
+                await self._block(body, frame)
+            except _Break:
+                return
 
     def _count(self, runs: int) -> int:
         if runs >= self.options.loop_limit:
@@ -739,8 +738,6 @@ class Interpreter:
 
 def call_function(name: str, args: list[Value], decimals: int) -> Value:
     """The ISL functions, by lower-case name; a name ISL does not know fails."""
-    from isl_plugin.islrun.parser import FUNCTIONS
-
     arity = FUNCTIONS.get(name)
     if arity is None:
         raise _Fail(f"unknown function {name!r}")
