@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import test_reference_server
 from postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from test_reference_server import (  # noqa: F401 (storage: a fixture)
     GATEWAY,
@@ -29,24 +30,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use of allowEmptyValue:Deprecati
 CHANGES = f"/v1/stores/{STORE}/changes"
 
 
-@pytest.fixture
-async def central(storage: dict[str, Any]) -> AsyncIterator[ReferenceServer]:  # noqa: F811
-    async with ReferenceServer(ReferenceConfig(token=TOKEN, clock=lambda: NOW, **storage)) as c:
-        yield c
+# The reference server's fixtures, on each backend in turn (`storage`): bound, not imported by
+# name, as every test's parameter of the same name would then redefine an unused import.
+central = test_reference_server.central
+admin = test_reference_server.admin
 
 
+# Not the reference server's `api`: a long poll is held up to 30 s, past httpx's 5 s timeout.
 @pytest.fixture
 async def api(central: ReferenceServer) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Gateway-Id": GATEWAY}
     async with httpx.AsyncClient(
         base_url=central.url, headers=headers, verify=tls(), timeout=40
     ) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(central: ReferenceServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=central.admin_url) as client:
         yield client
 
 

@@ -10,22 +10,19 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import test_reference_server
 from postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from test_reference_server import (  # noqa: F401 (storage: a fixture)
-    GATEWAY,
     NOW,
     STORE,
-    TOKEN,
     batch,
     check_posted,
     conforms,
     storage,
-    tls,
 )
 
 import sync.central.snapshot
@@ -36,24 +33,11 @@ SNAPSHOT = f"/v1/stores/{STORE}/snapshot"
 CHANGES = f"/v1/stores/{STORE}/changes"
 
 
-@pytest.fixture
-async def central(storage: dict[str, Any]) -> AsyncIterator[ReferenceServer]:  # noqa: F811
-    config = ReferenceConfig(token=TOKEN, clock=lambda: NOW, **storage)
-    async with ReferenceServer(config) as server:
-        yield server
-
-
-@pytest.fixture
-async def api(central: ReferenceServer) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {TOKEN}", "X-Gateway-Id": GATEWAY}
-    async with httpx.AsyncClient(base_url=central.url, headers=headers, verify=tls()) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(central: ReferenceServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=central.admin_url) as client:
-        yield client
+# The reference server's fixtures, on each backend in turn (`storage`): bound, not imported by
+# name, as every test's parameter of the same name would then redefine an unused import.
+central = test_reference_server.central
+api = test_reference_server.api
+admin = test_reference_server.admin
 
 
 async def build(admin: httpx.AsyncClient) -> dict[str, Any]:

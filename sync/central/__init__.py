@@ -4,7 +4,8 @@ The reference the gateway is built and tested against. `sync/openapi.yaml` is th
 `docs/central-api.md` the decisions taken where DESIGN.md is silent. The package, by concern:
 
 - `app`: the contract's routes, the admin API, the guards (faults, token, gateway id);
-- `storage`: the storage interface; `ledger`: the contract's rules over it, written once;
+- `storage`: the storage interface; `ledger`: the contract's rules over it, written once (a
+  package, one concept a module); `schema`: the tables, written once for both backends;
   `sqlite` (embedded: demo, tests, benchmarks) and `postgres` (several processes, one database);
 - `longpoll`: the change feed long polls wait on; `snapshot`: snapshots for fleets;
 - `faults`: the fault settings and the TCP proxy in front; `server`: uvicorn and the proxy in

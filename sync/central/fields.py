@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import json
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -117,23 +118,20 @@ class Fields:
         return value
 
     def date(self, name: str) -> str:
-        value = self.raw(name, False)
-        if not is_date(value):
-            raise Invalid(self.prefix + name, "must be a date YYYY-MM-DD")
-        assert isinstance(value, str)
-        return value
+        return self._string(name, is_date, "must be a date YYYY-MM-DD")
 
     def stamp(self, name: str) -> str:
-        value = self.raw(name, False)
-        if not is_rfc3339(value):
-            raise Invalid(self.prefix + name, "must be an RFC 3339 timestamp")
-        assert isinstance(value, str)
-        return value
+        return self._string(name, is_rfc3339, "must be an RFC 3339 timestamp")
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        problem = "must be one of " + ", ".join(choices)
+        return self._string(name, lambda value: value in choices, problem)
+
+    def _string(self, name: str, fits: Callable[[object], bool], problem: str) -> str:
+        """A required field that `fits` (a test that only a string passes)."""
         value = self.raw(name, False)
-        if value not in choices:
-            raise Invalid(self.prefix + name, "must be one of " + ", ".join(choices))
+        if not fits(value):
+            raise Invalid(self.prefix + name, problem)
         assert isinstance(value, str)
         return value
 

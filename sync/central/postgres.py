@@ -37,6 +37,7 @@ from sync.central.config import ReferenceConfig, next_stamp, utc_stamp
 from sync.central.errors import unavailable
 from sync.central.ledger import Change, Ledger, Outcome, Shared
 from sync.central.longpoll import ChangeFeed
+from sync.central.schema import schema
 from sync.central.storage import Storage, T, in_thread
 
 CHANNEL = "central_changes"
@@ -45,13 +46,7 @@ PUBLISH_LOCK = 7_304_419_001
 BUILD_LOCK = 7_304_419_002
 RETRIES = 5  # a deadlock or serialization failure is rolled back whole and tried again
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS members (member_id TEXT COLLATE "C" PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS coupons (code TEXT COLLATE "C" PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rules (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);
-CREATE SEQUENCE IF NOT EXISTS change_seq;
--- One row per record, at the sequence number of its latest change (latest wins).
+_CHANGES = """CREATE SEQUENCE IF NOT EXISTS change_seq;
 CREATE TABLE IF NOT EXISTS changes (
     entity TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -59,99 +54,13 @@ CREATE TABLE IF NOT EXISTS changes (
     seq BIGINT NOT NULL UNIQUE,
     PRIMARY KEY (entity, key)
 );
-CREATE TABLE IF NOT EXISTS events (
-    event_id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    message TEXT,
-    applied_at TEXT,
-    received_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checks (
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no BIGINT NOT NULL,
-    event_id TEXT NOT NULL,
-    member_id TEXT,
-    total TEXT NOT NULL,
-    points_earned BIGINT NOT NULL,
-    tickets_earned BIGINT NOT NULL,
-    wallet_delta BIGINT NOT NULL,
-    earn_mode TEXT NOT NULL,
-    applied_at TEXT NOT NULL,
-    event_count INTEGER NOT NULL,
-    PRIMARY KEY (store_id, business_date, wsid, check_no)
-);
-CREATE TABLE IF NOT EXISTS tickets (member_id TEXT PRIMARY KEY, tickets BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS redemptions (
-    code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no BIGINT NOT NULL,
-    event_id TEXT NOT NULL,
-    member_id TEXT,
-    authorization_id TEXT,
-    applied_at TEXT NOT NULL,
-    PRIMARY KEY (code, store_id, business_date, wsid, check_no)
-);
-CREATE TABLE IF NOT EXISTS conflicts (
-    event_id TEXT PRIMARY KEY,
-    code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no BIGINT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS authorizations (
-    idempotency_key TEXT PRIMARY KEY,
-    authorization_id TEXT NOT NULL UNIQUE,
-    code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    gateway_id TEXT NOT NULL,
-    member_id TEXT,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no BIGINT NOT NULL,
-    state TEXT NOT NULL,  -- pending | consumed | cancelled
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS authorizations_code ON authorizations (code, state);
-CREATE TABLE IF NOT EXISTS catalogs (
-    store_id TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    generated_at TEXT NOT NULL,
-    products INTEGER NOT NULL,
-    received_at TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS heartbeats (
-    gateway_id TEXT PRIMARY KEY,
-    store_id TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    etag TEXT PRIMARY KEY,
-    built_at TEXT NOT NULL,
-    change_seq BIGINT NOT NULL,
-    cursor TEXT NOT NULL,
-    records BIGINT NOT NULL,
-    size BIGINT NOT NULL,
-    chunk_size INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshot_chunks (
-    etag TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    data BYTEA NOT NULL,
-    PRIMARY KEY (etag, n)
-);
 """
+SCHEMA = schema(
+    changes=_CHANGES,
+    big="BIGINT",
+    blob="BYTEA",
+    bytewise=' COLLATE "C"',
+)
 
 _EMIT = """INSERT INTO changes (entity, key, kind, seq) VALUES (?, ?, ?, nextval('change_seq'))
     ON CONFLICT (entity, key) DO UPDATE SET kind = excluded.kind, seq = excluded.seq"""

@@ -22,117 +22,23 @@ from sync.central.config import ReferenceConfig
 from sync.central.errors import unavailable
 from sync.central.ledger import Change, Ledger, Shared
 from sync.central.longpoll import ChangeFeed
+from sync.central.schema import schema
 from sync.central.storage import Storage, T, in_thread
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS coupons (code TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rules (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);
--- One row per record, at the sequence number of its latest change (latest wins).
-CREATE TABLE IF NOT EXISTS changes (
+_CHANGES = """CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     entity TEXT NOT NULL,
     key TEXT NOT NULL,
     kind TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS changes_entity ON changes (entity, key);
-CREATE TABLE IF NOT EXISTS events (
-    event_id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    message TEXT,
-    applied_at TEXT,
-    received_at TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checks (
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    member_id TEXT,
-    total TEXT NOT NULL,
-    points_earned INTEGER NOT NULL,
-    tickets_earned INTEGER NOT NULL,
-    wallet_delta INTEGER NOT NULL,
-    earn_mode TEXT NOT NULL,
-    applied_at TEXT NOT NULL,
-    event_count INTEGER NOT NULL,
-    PRIMARY KEY (store_id, business_date, wsid, check_no)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS tickets (
-    member_id TEXT PRIMARY KEY,
-    tickets INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS redemptions (
-    code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    member_id TEXT,
-    authorization_id TEXT,
-    applied_at TEXT NOT NULL,
-    PRIMARY KEY (code, store_id, business_date, wsid, check_no)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS conflicts (
-    event_id TEXT PRIMARY KEY,
-    code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no INTEGER NOT NULL,
-    at TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS authorizations (
-    idempotency_key TEXT PRIMARY KEY,
-    authorization_id TEXT NOT NULL UNIQUE,
-    code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    gateway_id TEXT NOT NULL,
-    member_id TEXT,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no INTEGER NOT NULL,
-    state TEXT NOT NULL,  -- pending | consumed | cancelled
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS authorizations_code ON authorizations (code, state);
-CREATE TABLE IF NOT EXISTS catalogs (
-    store_id TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    generated_at TEXT NOT NULL,
-    products INTEGER NOT NULL,
-    received_at TEXT NOT NULL,
-    data TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS heartbeats (
-    gateway_id TEXT PRIMARY KEY,
-    store_id TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    data TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
-    etag TEXT PRIMARY KEY,
-    built_at TEXT NOT NULL,
-    change_seq INTEGER NOT NULL,
-    cursor TEXT NOT NULL,
-    records INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    chunk_size INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshot_chunks (
-    etag TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (etag, n)
-);
 """
+SCHEMA = schema(
+    changes=_CHANGES,
+    big="INTEGER",  # SQLite's integers are 64-bit
+    blob="BLOB",
+    rowid=" WITHOUT ROWID",
+)
 
 _ADD_BALANCE = """UPDATE members SET data = json_set(data,
     '$.points_balance', coalesce(json_extract(data, '$.points_balance'), 0) + ?,
