@@ -60,8 +60,11 @@ deb: system-deps
 deb-lock:
 	bash packaging/debian/update-lock.sh
 
+# Every benchmark with a DESIGN.md section 7 target, then one summary table (PASS/MISS against
+# floors measured in the same run). `make bench BENCH_ARGS=--quick` for small sizes; other
+# options: `--json FILE`, `--count-fsyncs`, `--only NAME,...` (bench/README.md).
 bench: setup
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,5 +1,7 @@
-"""What the benchmarks share: the cached member databases, the gateway as a child process, helper
-processes that stop with their parent, percentiles and a description of the machine.
+"""What the benchmarks share: the cached member databases, the gateway and the reference central
+as child processes, helper processes that stop with their parent, timing a SIM round trip, CPU
+time over a window, percentiles, the summary rows of DESIGN.md section 7 and a description of the
+machine.
 
 Every process started here is bound to its parent: the gateway runs in its own session and is
 stopped by SIGTERM to that session (SIGKILL after a grace period), and both the gateway and the
@@ -8,9 +10,12 @@ helper processes get SIGTERM from the kernel if the benchmark itself dies (PR_SE
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
+import gzip
 import json
 import math
 import multiprocessing
@@ -20,6 +25,7 @@ import platform
 import queue
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,8 +35,12 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pos_adapters.sim.codec import FrameDecoder
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "bench" / ".cache"
@@ -101,15 +111,87 @@ def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
+def ms(value: float) -> str:
+    """A duration given in milliseconds, for a table."""
+    return "-" if math.isnan(value) else f"{value:,.1f} ms" if value >= 100 else f"{value:.3f} ms"
+
+
+def us(value: float) -> str:
+    """A CPU time given in microseconds, for a table."""
+    return "-" if math.isnan(value) else f"{value:,.0f} us"
+
+
+def times(figure: float, floor: float) -> str:
+    """figure / floor, for a table."""
+    return f"{figure / floor:.2f}x" if floor > 0 and not math.isnan(figure) else "-"
+
+
+@dataclass
+class Row:
+    """One line of the summary: a target of DESIGN.md section 7 and what this run measured for it.
+
+    `floor` is the floor measured in the same run ("-" where the target has none), `ratio` the
+    figure over that floor, `cpu` the server's CPU time per request in the same measurement.
+    `met` None means the benchmark did not produce the figure (it failed).
+    """
+
+    target: str
+    figure: str
+    floor: str = "-"
+    ratio: str = "-"
+    cpu: str = "-"
+    met: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "ERROR" if self.met is None else "PASS" if self.met else "MISS"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+SUMMARY_HEADER = ("target", "figure", "floor (same run)", "ratio", "server CPU/request", "")
+
+
+def latency_row(
+    target: str, figure_ms: float, floor: str, floor_ms: float, cpu_us: float, met: bool
+) -> Row:
+    """A row whose figure and floor are durations in milliseconds."""
+    ratio = times(figure_ms, floor_ms)
+    return Row(target, ms(figure_ms), f"{floor} {ms(floor_ms)}", ratio, us(cpu_us), met)
+
+
+def print_rows(title: str, rows: Sequence[Row]) -> None:
+    """The summary table of DESIGN.md section 7 targets."""
+    print_table(
+        title,
+        SUMMARY_HEADER,
+        [[r.target, r.figure, r.floor, r.ratio, r.cpu, r.verdict] for r in rows],
+    )
+
+
 # ---- the machine --------------------------------------------------------------------------------
 
 
-def _first_line(command: list[str]) -> str:
+def first_line(
+    command: Sequence[str], contains: str = "", *, stderr: bool = False, default: str = "?"
+) -> str:
+    """The first line a command prints (on stdout, or stdout then stderr) containing `contains`."""
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?"
+    except (OSError, subprocess.SubprocessError):
+        return default
+    text = out.stdout + out.stderr if stderr else out.stdout
+    return next((line.strip() for line in text.splitlines() if contains in line), default)
+
+
+def cpu_model(default: str = "?") -> str:
+    """The CPU's model name, from /proc/cpuinfo."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return default
 
 
 def machine() -> dict[str, str]:
@@ -119,22 +201,16 @@ def machine() -> dict[str, str]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    cpu = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
         "cpus": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": cpu_model(platform.processor() or "?"),
         "memory": memory,
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "kernel": " ".join(platform.uname()[:3]),
         "filesystem": _filesystem(CACHE if CACHE.exists() else REPO),
         "load": _load_average(),
-        "code": _first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
+        "code": first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
     }
 
 
@@ -166,6 +242,11 @@ def print_machine() -> dict[str, str]:
         f" load average now {info['load']}; code {info['code']}"
     )
     return info
+
+
+def new_result(benchmark: str, **fields: Any) -> dict[str, Any]:
+    """A benchmark's result, begun: its name, the machine it runs on (printed), then `fields`."""
+    return {"benchmark": benchmark, "machine": print_machine(), **fields}
 
 
 # ---- the member databases -----------------------------------------------------------------------
@@ -338,7 +419,8 @@ class GatewayProcess:
     """`edge-gateway run` on 127.0.0.1, port chosen by the system, data in `data_dir`.
 
     Use as a context manager: entering waits for the `gateway_ready` log line (reading stderr
-    line by line, no sleeping) and exiting stops the gateway whatever happened.
+    line by line, no sleeping) and exiting stops the gateway whatever happened. `env` adds
+    settings (EDGE_GATEWAY_...), such as a central to forward to.
     """
 
     def __init__(
@@ -347,10 +429,12 @@ class GatewayProcess:
         *,
         ready_timeout_s: float = 300.0,
         count_fsyncs: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.ready_timeout_s = ready_timeout_s
         self.count_fsyncs = count_fsyncs
+        self.env = env or {}
         self.port = 0
         self.seconds_to_ready = 0.0
         self.tail: deque[str] = deque(maxlen=40)
@@ -382,6 +466,7 @@ class GatewayProcess:
             EDGE_GATEWAY_LOG__FORMAT="json",
             EDGE_GATEWAY_LOG__LEVEL="info",
         )
+        env.update(self.env)
         # An empty file named with --config, so that a /etc/edge-gateway/gateway.toml on the
         # machine cannot change what is measured: every setting comes from the environment.
         config = self.data_dir / "bench.toml"
@@ -510,6 +595,55 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return {k: after[k] - before[k] for k in before}
 
 
+@dataclass
+class CpuUse:
+    """CPU seconds over a window: of each server measured (its event loop, its other threads),
+    of this process, and of the rest of the machine (other people's work; may be slightly
+    negative: the kernel counts in ticks)."""
+
+    servers: dict[int, dict[str, float]]
+    mine: float
+    others: float
+
+
+class CpuMeter:
+    """CPU time over a window, from its creation (or `restart`) to `read`."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self.restart()
+
+    def _sample(self) -> tuple[dict[int, dict[str, float]], float, float]:
+        servers = {pid: cpu_seconds(pid) for pid in self.pids}
+        return servers, time.process_time(), machine_busy_seconds()
+
+    def restart(self) -> None:
+        self._before = self._sample()
+
+    def read(self) -> CpuUse:
+        servers_before, mine_before, busy_before = self._before
+        servers_after, mine_after, busy_after = self._sample()
+        servers = {pid: cpu_used(servers_before[pid], servers_after[pid]) for pid in self.pids}
+        mine = mine_after - mine_before
+        all_servers = sum(sum(used.values()) for used in servers.values())
+        return CpuUse(servers, mine, busy_after - busy_before - mine - all_servers)
+
+
+def quiet(others_cores: float) -> str:
+    """The flag printed when other processes used more than 0.1 core while we measured."""
+    return " (NOT QUIET: figures disturbed)" if others_cores > 0.1 else ""
+
+
+def peak_rss_mb() -> float:
+    """The peak resident set size of this process (VmHWM: this program image's own, not that of
+    the process it was forked from), in MB (MiB)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -539,13 +673,18 @@ def strace_available() -> bool:
 # ---- helper processes ---------------------------------------------------------------------------
 
 
-def child_setup() -> None:
-    """First thing in a helper process: leave Ctrl-C to the parent, die with the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the parent process dies (PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def child_setup() -> None:
+    """First thing in a helper process: leave Ctrl-C to the parent, die with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 def _call_in_child(
@@ -560,9 +699,30 @@ def _call_in_child(
     conn.close()
 
 
-def _context() -> Any:
-    # spawn: a fresh interpreter, not a fork of a parent that holds threads and a gateway pipe.
-    return multiprocessing.get_context("spawn")
+def _start_child(
+    target: Callable[..., Any], args: tuple[Any, ...], *, duplex: bool
+) -> tuple[Any, multiprocessing.connection.Connection]:
+    """`target(conn, *args)` in a fresh process (spawn: not a fork of a parent that holds threads
+    and a gateway pipe); returns the process and our end of the pipe."""
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe(duplex=duplex)
+    proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
+    proc.start()
+    theirs.close()
+    return proc, mine
+
+
+def _receive(
+    conn: multiprocessing.connection.Connection, proc: Any, name: str, timeout_s: float, late: str
+) -> Any:
+    """The next value a helper sends; raises if it is `late` or died."""
+    if not conn.poll(timeout_s):
+        raise TimeoutError(f"{name} {late} within {timeout_s:.0f} s")
+    try:
+        return conn.recv()
+    except EOFError:
+        proc.join(5)
+        raise RuntimeError(f"{name} died (exit code {proc.exitcode})") from None
 
 
 def stop_process(proc: Any, grace_s: float = 5.0) -> None:
@@ -576,50 +736,216 @@ def stop_process(proc: Any, grace_s: float = 5.0) -> None:
 
 def call_in_process(target: Callable[..., Any], *args: Any, timeout_s: float) -> Any:
     """Run `target(*args)` in a fresh process and return its result; stop it after timeout_s."""
-    ctx = _context()
-    mine, theirs = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_call_in_child, args=(theirs, target, args), daemon=True)
-    proc.start()
-    theirs.close()
+    proc, conn = _start_child(_call_in_child, (target, args), duplex=False)
     try:
-        if not mine.poll(timeout_s):
-            raise TimeoutError(f"{target.__name__} did not finish within {timeout_s:.0f} s")
-        try:
-            ok, value = mine.recv()
-        except EOFError:
-            proc.join(5)
-            raise RuntimeError(f"{target.__name__} died (exit code {proc.exitcode})") from None
+        ok, value = _receive(conn, proc, target.__name__, timeout_s, "did not finish")
     finally:
-        mine.close()
+        conn.close()
         stop_process(proc)
     if not ok:
         raise RuntimeError(f"{target.__name__} failed in its process:\n{value}")
     return value
 
 
+class Helper:
+    """A server in a helper process (`server_process`): what it sent when ready, and questions."""
+
+    def __init__(
+        self, proc: Any, conn: multiprocessing.connection.Connection, name: str, ready_s: float
+    ) -> None:
+        self.name = name
+        self._proc = proc
+        self._conn = conn
+        self.ready: Any = _receive(conn, proc, name, ready_s, "not ready")
+
+    def ask(self, message: Any, timeout_s: float = 60.0) -> Any:
+        """Send `message`; the helper's answer (see `answer_parent`)."""
+        self._conn.send(message)
+        return _receive(self._conn, self._proc, self.name, timeout_s, "did not answer")
+
+
 @contextlib.contextmanager
 def server_process(
-    target: Callable[..., Any], *args: Any, timeout_s: float = 60.0
-) -> Iterator[Any]:
-    """Run a server `target(conn, *args)` in its own process; it sends one value (its port) on
-    `conn` when ready, and must stop when `conn` reaches end of file (we close our end)."""
-    ctx = _context()
-    mine, theirs = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=target, args=(theirs, *args), daemon=True)
-    proc.start()
-    theirs.close()
+    target: Callable[..., Any], *args: Any, ready_s: float = 60.0
+) -> Iterator[Helper]:
+    """Run a server `target(conn, *args)` in its own process; it sends one value (its port, say)
+    on `conn` when ready (within ready_s), then answers the parent's questions, if any, until
+    `conn` reaches end of file (we close our end): `answer_parent` does that in an event loop."""
+    proc, conn = _start_child(target, args, duplex=True)
     try:
-        if not mine.poll(timeout_s):
-            raise TimeoutError(f"{target.__name__} not ready within {timeout_s:.0f} s")
-        try:
-            value = mine.recv()
-        except EOFError:
-            raise RuntimeError(f"{target.__name__} died (exit code {proc.exitcode})") from None
-        yield value
+        yield Helper(proc, conn, target.__name__, ready_s)
     finally:
-        mine.close()  # the server's signal to stop
+        conn.close()  # the server's signal to stop
         proc.join(5)
         stop_process(proc)
+
+
+async def answer_parent(
+    conn: multiprocessing.connection.Connection,
+    answer: Callable[[Any], Any] | None,
+    max_s: float,
+) -> None:
+    """In a helper's event loop: answer each message of the parent with `answer(message)` until
+    the parent closes its end of `conn` (or max_s has passed)."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def readable() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            done.set()
+            return
+        conn.send(None if answer is None else answer(message))
+
+    loop.add_reader(conn.fileno(), readable)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), max_s)
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+# ---- the reference central in a helper process --------------------------------------------------
+
+
+class ArrivalRecorder:
+    """ASGI middleware in front of the reference central: when central has answered a batch of
+    events (200: stored), notes the time for each `check.posted` event in it, keyed by
+    (wsid, check). Times are `time.perf_counter()`, CLOCK_MONOTONIC on Linux: the same clock in
+    every process of the machine, so they compare with the load generator's."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.arrivals: list[tuple[int, int, float]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).endswith("/events"):
+            await self.app(scope, receive, send)
+            return
+        body: list[bytes] = []
+        stored: list[float] = []
+
+        async def keep() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+            return message
+
+        async def timed(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                stored.append(time.perf_counter())
+            await send(message)
+
+        await self.app(scope, keep, timed)
+        if stored:  # parsed after the answer, off the measured path
+            raw = b"".join(body)
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"content-encoding", b"").strip().lower() == b"gzip":
+                raw = gzip.decompress(raw)
+            for event in json.loads(raw).get("events", []):
+                if event.get("type") == "check.posted":
+                    payload = event["payload"]
+                    self.arrivals.append((int(payload["wsid"]), int(payload["check"]), stored[0]))
+
+    def take(self, _: Any = None) -> list[tuple[int, int, float]]:
+        taken, self.arrivals = self.arrivals, []
+        return taken
+
+
+def central_server(
+    conn: multiprocessing.connection.Connection,
+    db: Path | None,
+    synthetic_members: int,
+    record: bool,
+    max_s: float,
+) -> None:
+    """The reference central (`sync.central`, with its fault proxy in front, as
+    `edge-gateway reference-server` runs it) in a helper process, without sample data. Sends
+    (url, pid) when ready; with `record`, answers each message with the arrivals noted since the
+    last one (`ArrivalRecorder`)."""
+    child_setup()
+    from sync.central import ReferenceConfig, ReferenceServer
+
+    async def serve() -> None:
+        config = ReferenceConfig(
+            db_path=db, members_file=None, coupons_file=None, synthetic_members=synthetic_members
+        )
+        server = ReferenceServer(config)
+        recorder = ArrivalRecorder(server.app)
+        if record:
+            server.app = recorder  # type: ignore[assignment]  # what uvicorn serves
+        await server.start()
+        try:
+            conn.send((server.url, os.getpid()))
+            await answer_parent(conn, recorder.take, max_s)
+        finally:
+            await server.stop()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def reference_central(
+    db: Path | None, *, synthetic_members: int = 0, record: bool = False, max_s: float = 3600.0
+) -> Iterator[Helper]:
+    """The reference central in its own process: `.ready` is (url, pid); with `record`,
+    `.ask(None)` returns [(wsid, check, perf_counter seconds when central stored it)]. Making
+    1,000,000 synthetic members at its first start takes a while: it may take 10 minutes."""
+    with server_process(
+        central_server, db, synthetic_members, record, max_s, ready_s=600.0
+    ) as central:
+        yield central
+
+
+# ---- a SIM round trip ---------------------------------------------------------------------------
+
+
+def read_frame(receive: Callable[[], bytes], decoder: FrameDecoder, who: str) -> list[Any]:
+    """Read with `receive` until `decoder` has a frame (a reply, or a codec error); all it had."""
+    while True:
+        data = receive()
+        if not data:
+            raise ConnectionError(f"{who} closed the connection (or answered nothing)")
+        got = decoder.feed(data)
+        if got:
+            return got
+
+
+def probe_reply(port: int, frame: bytes, expect: str = "IDENT_OK") -> bytes:
+    """The bytes of the gateway's reply to `frame`, for a floor to send back."""
+    from pos_adapters.sim.codec import Frame, FrameDecoder
+
+    with socket.create_connection((HOST, port), timeout=10.0) as sock:
+        sock.sendall(frame)
+        reply = read_frame(functools.partial(sock.recv, 65536), FrameDecoder(), "the gateway")[0]
+    if not isinstance(reply, Frame) or reply.fields[0] != expect:
+        raise RuntimeError(f"the gateway did not answer {expect}: {reply}")
+    return reply.to_bytes()
+
+
+# ---- running a benchmark ------------------------------------------------------------------------
+
+
+def command_line(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's options: described by its docstring's first paragraph, with --json FILE."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser
+
+
+def write_json(path: Path | None, data: Any) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def finish(result: dict[str, Any], rows: Sequence[Row], json_path: Path | None) -> int:
+    """A benchmark's last words: its DESIGN.md section 7 rows, and its figures in `json_path`."""
+    print()
+    print_rows("DESIGN.md section 7:", rows)
+    write_json(json_path, result)
+    return 0
 
 
 def entry(main: Callable[[], int]) -> int:
@@ -642,18 +968,15 @@ def exit_on_sigterm() -> None:
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell: the first left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(title)
-    line = "  ".join(
-        str(h).ljust(w) if i == 0 else str(h).rjust(w)
-        for i, (h, w) in enumerate(zip(header, widths, strict=True))
-    )
-    print("  " + line)
-    for row in rows:
-        print(
-            "  "
-            + "  ".join(
-                str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
+
+    def line(cells: Sequence[str]) -> str:
+        return "  " + "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
+
+    print(title)
+    for cells in [header, *rows]:
+        print(line(cells))

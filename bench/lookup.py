@@ -8,9 +8,7 @@ would add. Backs the choice explained in `Store._one` (gateway/store/connections
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
 import sqlite3
 import sys
@@ -23,15 +21,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/lookup.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (
-    card_number,
-    entry,
-    member_db,
-    print_machine,
-    print_table,
-    run_directory,
-    summary_ms,
-)
+from bench import _common as common
 
 # The same shape of query as the gateway's (members joined to their identifiers).
 _SQL = (
@@ -93,7 +83,7 @@ async def measure(db: Path, cards: list[str]) -> dict[str, dict[str, float]]:
     try:
         for call in kinds.values():  # warm the page caches and the code paths
             await _timed(cards[:1000], call)
-        return {name: summary_ms(await _timed(cards, call)) for name, call in kinds.items()}
+        return {name: common.summary_ms(await _timed(cards, call)) for name, call in kinds.items()}
     finally:
         await reader.close()
         pool.shutdown()
@@ -102,26 +92,24 @@ async def measure(db: Path, cards: list[str]) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.command_line(__doc__)
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=20_000)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
-    print_machine()
-    db, _ = member_db(args.members)
+    common.print_machine()
+    db, _ = common.member_db(args.members)
     rng = random.Random(5)
-    cards = [card_number(rng.randrange(args.members)) for _ in range(args.lookups)]
-    with run_directory(db) as directory:
+    cards = [common.card_number(rng.randrange(args.members)) for _ in range(args.lookups)]
+    with common.run_directory(db) as directory:
         result = asyncio.run(measure(directory / "gateway.db", cards))
-    print_table(
+    common.print_table(
         f"Member lookup by card, {args.members:,} members, {args.lookups:,} lookups, one process:",
         ["", "p50 us", "p99 us", "mean us"],
         [[k, *(f"{v[q] * 1000:.1f}" for q in ("p50", "p99", "mean"))] for k, v in result.items()],
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.json, result)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(entry(main))
+    raise SystemExit(common.entry(main))

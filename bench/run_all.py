@@ -1,8 +1,10 @@
-"""Run every benchmark and print one summary of the DESIGN.md section 7 targets.
+"""Run every benchmark with a target in DESIGN.md section 7, then print one summary: per target the
+figure, the floor measured in the same run, the ratio, the server's CPU per request, PASS/MISS.
 
-python -m bench.run_all            # 1,000,000 members, 20,000 requests each; POST 10 s
-python -m bench.run_all --quick    # 100,000 members, 5,000 requests each; POST 3 s (< 1 min)
+python -m bench.run_all            # 1,000,000 members, 20,000 requests each; POST 10 s; ...
+python -m bench.run_all --quick    # 100,000 members, 5,000 requests each; POST 3 s; ...
 python -m bench.run_all --json out.json --count-fsyncs
+python -m bench.run_all --only drain,full_sync
 """
 
 from __future__ import annotations
@@ -11,81 +13,157 @@ import argparse
 import json
 import sys
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as `python bench/run_all.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import post_throughput, sim_latency
-from bench._common import entry, print_table, verdict
+from bench import _common as common
+from bench import full_sync, post_throughput, post_to_central, sim_latency, sync_drain
 
 
-def summary(latency: dict[str, Any], post: dict[str, Any]) -> None:
-    rows = []
-    for name in ("IDENT", "COUPON"):
-        r = latency[name]
-        g, f = r["gateway"], r["floor"]
-        rows.append([f"{name} p99", f"{g['p99']:.3f} ms", "< 1 ms", "-", verdict(r["p99_met"])])
-        rows.append(
-            [
-                f"{name} p50",
-                f"{g['p50']:.3f} ms",
-                "<= 2x floor",
-                f"{r['ratio_p50']:.2f}x ({f['p50']:.3f} ms)",
-                verdict(r["ratio_met"]),
-            ]
+@dataclass(frozen=True)
+class Sizes:
+    members: int  # cached for IDENT and COUPON
+    requests: int  # of each of IDENT and COUPON
+    warmup: int  # IDENTs before measuring
+    post_s: float  # measured seconds of each POST run
+    floor_s: float  # seconds of the POST floor
+    drain_events: int
+    sync_members: int
+    online_s: float  # measured seconds of POST_OK -> central
+
+
+FULL = Sizes(1_000_000, 20_000, 1_000, 10.0, 3.0, 100_000, 1_000_000, 10.0)
+QUICK = Sizes(100_000, 5_000, 500, 3.0, 2.0, 20_000, 100_000, 3.0)
+REGISTERS = 20
+POST_MEMBERS = 10_000
+ONLINE_RATE = 100.0  # checks/s offered while timing POST_OK -> central
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    title: str
+    run: Callable[[], dict[str, Any]]
+    rows: Callable[[dict[str, Any]], list[common.Row]]
+
+
+def benchmarks(sizes: Sizes, count_fsyncs: bool) -> list[Benchmark]:
+    """Every benchmark with a DESIGN.md section 7 target, in the order they run."""
+
+    def post(rate: float | None) -> dict[str, Any]:
+        return post_throughput.run(
+            POST_MEMBERS,
+            REGISTERS,
+            sizes.post_s,
+            1.0,
+            sizes.floor_s,
+            count_fsyncs=count_fsyncs and rate is None,
+            timeout_s=300.0,
+            rate=rate,
         )
-    rows.append(
-        [
-            "POST checks/s",
-            f"{post['checks_per_s']:,.0f}",
-            ">= 5,000",
-            f"{post['ratio']:.2f}x ({post['floor']['commits_per_s']:,.0f} commits/s)",
-            verdict(post["throughput_met"]),
-        ]
-    )
-    rows.append(
-        ["POST p99", f"{post['post']['p99']:.3f} ms", "< 5 ms", "-", verdict(post["p99_met"])]
-    )
-    print()
-    print_table(
-        f"Summary ({latency['members']:,} members for IDENT/COUPON, {post['registers']} registers"
-        f" for POST):",
-        ["", "measured", "target", "vs floor", ""],
-        rows,
-    )
+
+    open_rate = post_throughput.OPEN_LOOP_RATE
+    return [
+        Benchmark(
+            "sim_latency",
+            f"IDENT and COUPON, one register, {sizes.members:,} members",
+            lambda: sim_latency.run(sizes.members, sizes.requests, sizes.warmup),
+            sim_latency.rows,
+        ),
+        Benchmark(
+            "post_closed",
+            f"POST, durable, {REGISTERS} registers, closed loop, {sizes.post_s:g} s",
+            lambda: post(None),
+            post_throughput.rows,
+        ),
+        Benchmark(
+            "post_open",
+            f"POST, durable, {REGISTERS} registers, open loop at {open_rate:,.0f} checks/s,"
+            f" {sizes.post_s:g} s",
+            lambda: post(open_rate),
+            post_throughput.rows,
+        ),
+        Benchmark(
+            "drain",
+            f"a {sizes.drain_events:,}-event backlog drained to the reference central",
+            lambda: sync_drain.run(sizes.drain_events),
+            sync_drain.rows,
+        ),
+        Benchmark(
+            "full_sync",
+            f"a full cache sync of {sizes.sync_members:,} members from the reference central",
+            lambda: full_sync.run(sizes.sync_members),
+            full_sync.rows,
+        ),
+        Benchmark(
+            "post_to_central",
+            f"a check from POST_OK to central, online, {ONLINE_RATE:g} checks/s,"
+            f" {sizes.online_s:g} s",
+            lambda: post_to_central.run(ONLINE_RATE, sizes.online_s, 2.0, REGISTERS, 500),
+            post_to_central.rows,
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 members, 3 s of POST load")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes: 100,000 members, 3 s of POST load"
+    )
     parser.add_argument(
         "--count-fsyncs", action="store_true", help="count the gateway's fsyncs (strace)"
     )
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--only", help="comma-separated names of the benchmarks to run")
+    parser.add_argument("--json", type=Path, help="also write the summary and every figure here")
     args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    chosen = benchmarks(sizes, args.count_fsyncs)
+    if args.only:
+        names = {name.strip() for name in args.only.split(",")}
+        unknown = names - {b.name for b in chosen}
+        if unknown:
+            parser.error(f"unknown benchmark {sorted(unknown)}; known: {[b.name for b in chosen]}")
+        chosen = [b for b in chosen if b.name in names]
     started = time.perf_counter()
-    if args.quick:
-        members, requests, warmup, duration, floor_s = 100_000, 5_000, 500, 3.0, 2.0
-    else:
-        members, requests, warmup, duration, floor_s = 1_000_000, 20_000, 1_000, 10.0, 3.0
-    print(f"== sim_latency: IDENT and COUPON, one register, {members:,} members ==")
-    latency = sim_latency.run(members, requests, warmup)
+    rows: list[common.Row] = []
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for index, benchmark in enumerate(chosen):
+        print(("\n" if index else "") + f"== {benchmark.name}: {benchmark.title} ==", flush=True)
+        try:
+            results[benchmark.name] = benchmark.run()
+            rows += benchmark.rows(results[benchmark.name])
+        except Exception:  # one benchmark failing does not hide the others' figures
+            errors[benchmark.name] = traceback.format_exc()
+            print(f"{benchmark.name} FAILED:\n{errors[benchmark.name]}", file=sys.stderr)
+            rows.append(common.Row(f"{benchmark.name}: {benchmark.title}", "failed (see above)"))
+    elapsed = time.perf_counter() - started
     print()
-    print(f"== post_throughput: POST, durable, 20 registers, {duration:.0f} s ==")
-    post = post_throughput.run(
-        10_000, 20, duration, 1.0, floor_s, count_fsyncs=args.count_fsyncs, timeout_s=300.0
+    common.print_rows(
+        f"Summary against DESIGN.md section 7 ({'--quick' if args.quick else 'full sizes'};"
+        " floors measured in the same run):",
+        rows,
     )
-    summary(latency, post)
-    print(f"\nall benchmarks: {time.perf_counter() - started:.0f} s")
+    print(f"\nall benchmarks: {elapsed:.0f} s")
     if args.json:
-        args.json.write_text(
-            json.dumps({"sim_latency": latency, "post_throughput": post}, indent=2, default=str)
-            + "\n"
-        )
-    return 0
+        out = {
+            "quick": args.quick,
+            "sizes": sizes.__dict__,
+            "machine": common.machine(),
+            "seconds": elapsed,
+            "summary": [row.as_dict() for row in rows],
+            "results": results,
+            "errors": errors,
+        }
+        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(entry(main))
+    raise SystemExit(common.entry(main))

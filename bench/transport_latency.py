@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -43,45 +44,32 @@ import aiomqtt
 import serial  # type: ignore[import-untyped]
 import serial_asyncio_fast
 
+from bench import _common as common
 from pos_adapters.mqtt import Topics
 from pos_adapters.sim.codec import ACK, EOT, Frame, FrameDecoder, encode_frame
 
-HOST = "127.0.0.1"
+HOST, STORE_ID = common.HOST, common.STORE_ID
 V5 = aiomqtt.ProtocolVersion.V5
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]  # as the gateway's own MQTT client
-STORE_ID = "BENCH"
 SOURCE_ID = b"   1LOYAL"
 WSID = 1
 CARDS = [f"600100000000000{n}" for n in range(1, 6)]  # the sample members M1..M5
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SOCAT = shutil.which("socat") or "/usr/bin/socat"
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(Path(__file__).resolve())
-SAMPLE = REPO / "gateway" / "sample"
+SAMPLE = common.REPO / "gateway" / "sample"
 START_WITHIN_S = 30.0
 BAUD = 115200  # a pty ignores it; a real line at 9600 baud (8N1) adds ~1 ms per byte
 
 
-def _die_with_parent() -> None:
-    # A helper outlives nothing: SIGTERM when the benchmark dies, even by kill -9.
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def percentile(ordered: Sequence[float], share: float) -> float:
-    rank = max(1, -(-len(ordered) * share // 1))  # nearest rank, 1-based
-    return ordered[int(rank) - 1]
-
-
 def figures(latencies: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
+    """n, p50, p99 and max (nearest-rank) of latencies given in seconds, in milliseconds."""
+    summary = common.summary_ms(latencies)
     return {
-        "n": len(ordered),
-        "p50_ms": percentile(ordered, 0.50) * 1000,
-        "p99_ms": percentile(ordered, 0.99) * 1000,
-        "max_ms": ordered[-1] * 1000,
+        "n": summary["count"],
+        "p50_ms": summary["p50"],
+        "p99_ms": summary["p99"],
+        "max_ms": summary["max"],
     }
 
 
@@ -111,7 +99,7 @@ class Child:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=common.die_with_parent,  # a helper outlives nothing, even kill -9
             **options,
         )
         self._pump = asyncio.create_task(self._read())
@@ -218,7 +206,7 @@ async def mqtt_floor(port: int, reply: bytes) -> None:
 
 
 def run_floor(args: argparse.Namespace) -> int:
-    _die_with_parent()
+    common.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = bytes.fromhex(args.reply)
     if args.floor == "tcp":
@@ -235,7 +223,7 @@ async def start_floor(kind: str, reply: bytes, **extra: str) -> tuple[Child, str
     argv = [sys.executable, SCRIPT, "--floor", kind, "--reply", reply.hex()]
     for key, value in extra.items():
         argv += [f"--{key}", value]
-    line = await child.start(*argv, ready=lambda line: line.startswith("ready"), cwd=str(REPO))
+    line = await child.start(*argv, ready=lambda out: out.startswith("ready"), cwd=str(common.REPO))
     return child, line
 
 
@@ -249,47 +237,39 @@ def ident_frames(count: int) -> list[bytes]:
     ]
 
 
-def time_tcp(port: int, frames: list[bytes], replies: dict[str, int]) -> list[float]:
-    decoder = FrameDecoder()
-    clock = time.perf_counter
-    out = []
-    with socket.create_connection((HOST, port), timeout=10) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for frame in frames:
-            started = clock()
-            sock.sendall(frame)
-            got: list[Any] = []
-            while not got:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed")
-                got = decoder.feed(data)
-            out.append(clock() - started)
-            _count(got[0], replies)
-    return out
-
-
-def time_serial(line: serial.Serial, frames: list[bytes], replies: dict[str, int]) -> list[float]:
-    decoder = FrameDecoder()  # an ACK between frames is dropped as noise
+def round_trips(
+    frames: list[bytes],
+    send: Callable[[bytes], object],
+    receive: Callable[[], bytes],
+    who: str,
+    replies: dict[str, int],
+) -> list[float]:
+    """Each frame sent when the previous reply has arrived, timed to its decoded reply."""
+    decoder = FrameDecoder()  # on a serial line, an ACK between frames is dropped as noise
     clock = time.perf_counter
     out = []
     for frame in frames:
         started = clock()
-        line.write(frame)
-        got: list[Any] = []
-        while not got:
-            data = line.read(max(1, line.in_waiting))
-            if not data:
-                raise TimeoutError("no answer on the serial line")
-            got = decoder.feed(data)
+        send(frame)
+        reply = common.read_frame(receive, decoder, who)[0]
         out.append(clock() - started)
-        _count(got[0], replies)
+        key = reply.fields[0] if isinstance(reply, Frame) else f"codec {reply.reason}"
+        replies[key] = replies.get(key, 0) + 1
     return out
 
 
-def _count(reply: Any, replies: dict[str, int]) -> None:
-    key = reply.fields[0] if isinstance(reply, Frame) else f"codec {reply.reason}"
-    replies[key] = replies.get(key, 0) + 1
+def time_tcp(port: int, frames: list[bytes], replies: dict[str, int]) -> list[float]:
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        receive = functools.partial(sock.recv, 65536)
+        return round_trips(frames, sock.sendall, receive, f"TCP port {port}", replies)
+
+
+def time_serial(line: serial.Serial, frames: list[bytes], replies: dict[str, int]) -> list[float]:
+    def receive() -> bytes:
+        return bytes(line.read(max(1, line.in_waiting)))  # nothing within the timeout: b""
+
+    return round_trips(frames, line.write, receive, f"serial line {line.port}", replies)
 
 
 class MqttTill:
@@ -350,7 +330,7 @@ async def stack(directory: Path, broker_nodelay: bool) -> AsyncIterator[dict[str
         config = directory / "mosquitto.conf"
         root = "user root\n" if os.geteuid() == 0 else ""
         config.write_text(
-            f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
+            f"listener {port} {common.HOST}\nallow_anonymous true\npersistence false\n"
             # As docs/protocol.md advises for a store's broker: no Nagle towards the registers.
             f"set_tcp_nodelay {str(broker_nodelay).lower()}\n"
             f"log_dest stderr\nlog_type error\nlog_type warning\nlog_type information\n{root}"
@@ -375,14 +355,14 @@ async def stack(directory: Path, broker_nodelay: bool) -> AsyncIterator[dict[str
             EDGE_GATEWAY_SERIAL__PORTS=json.dumps(
                 [{"device": str(gateway_line), "baudrate": BAUD}]
             ),
-            EDGE_GATEWAY_MQTT__URL=f"mqtt://{HOST}:{port}",
+            EDGE_GATEWAY_MQTT__URL=f"mqtt://{common.HOST}:{port}",
             EDGE_GATEWAY_MQTT__PREFIX="bench",
         )
         gateway = Child("gateway")
         children.append(gateway)
         ready = await gateway.start(
             sys.executable, "-m", "gateway", "run", ready=json_event("gateway_ready"),
-            env=env, cwd=str(REPO),
+            env=env, cwd=str(common.REPO),
         )  # fmt: skip
         await gateway.line(json_event("serial_port_open"))
         await gateway.line(json_event("mqtt_connected"))
@@ -439,7 +419,7 @@ async def measure(
 
             # TCP
             probe = encode_frame(SOURCE_ID, 0, ["IDENT", str(WSID), "1", "0", CARDS[0]])
-            reply = await asyncio.to_thread(probe_tcp, parts["sim_port"], probe)
+            reply = await asyncio.to_thread(common.probe_reply, parts["sim_port"], probe)
             floor, line = await start_floor("tcp", reply)
             parts["children"].append(floor)
             floor_port = int(line.split()[1])
@@ -503,20 +483,6 @@ async def measure(
     return results
 
 
-def probe_tcp(port: int, frame: bytes) -> bytes:
-    """The bytes of one IDENT_OK reply of the gateway, for the TCP and serial floors."""
-    decoder = FrameDecoder()
-    with socket.create_connection((HOST, port), timeout=10) as sock:
-        sock.sendall(frame)
-        got: list[Any] = []
-        while not got:
-            got = decoder.feed(sock.recv(65536))
-    reply = got[0]
-    if not isinstance(reply, Frame) or reply.fields[0] != "IDENT_OK":
-        raise RuntimeError(f"the gateway did not answer IDENT_OK: {reply}")
-    return reply.to_bytes()
-
-
 async def probe_mqtt(till: MqttTill) -> bytes:
     """The bytes of one IDENT_OK JSON reply, for the MQTT floor."""
     await till.client.publish(till.topics.request(WSID), mqtt_bodies(1, -2)[0], qos=1)
@@ -542,31 +508,14 @@ def summarise(
 
 
 def machine() -> dict[str, str]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": common.cpu_model(""),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "mosquitto": _first_line([MOSQUITTO, "-h"]),
-        "socat": _first_line([SOCAT, "-V"], contains="socat version"),
+        "mosquitto": common.first_line([MOSQUITTO, "-h"], "version", stderr=True, default=""),
+        "socat": common.first_line([SOCAT, "-V"], "socat version", stderr=True, default=""),
     }
-
-
-def _first_line(command: list[str], contains: str = "version") -> str:
-    import subprocess
-
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(command, capture_output=True, text=True, timeout=5)
-        for line in (out.stdout + out.stderr).splitlines():
-            if contains in line:
-                return line.strip()
-    return ""
 
 
 def report(results: dict[str, Any], info: dict[str, str]) -> None:
