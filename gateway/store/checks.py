@@ -268,7 +268,9 @@ class Checks(StorePart):
             return Recorded(settlement.reply, True)  # first time
 
         result: Recorded | ContextChanged = await self.writer.submit(
-            job, proves_room=lambda done: isinstance(done, Recorded) and done.first_time
+            job,
+            proves_room=lambda done: isinstance(done, Recorded) and done.first_time,
+            small=True,
         )
         if isinstance(result, Recorded):
             self._outbox_changed()

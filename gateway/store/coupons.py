@@ -125,7 +125,7 @@ class Coupons(StorePart):
 
         # A reservation survives a crash of the process; a power cut may lose it, and the
         # check that used it still posts (see docs/decisions.md).
-        result: Reservation | Refusal = await self.writer.submit(job, durable=False)
+        result: Reservation | Refusal = await self.writer.submit(job, durable=False, small=True)
         return result
 
     async def note_authorization(self, ref: str, *, how: str, authorization_id: str | None) -> None:
@@ -139,7 +139,7 @@ class Coupons(StorePart):
                 (how, authorization_id, ref),
             )
 
-        await self.writer.submit(job, durable=False)
+        await self.writer.submit(job, durable=False, small=True)
 
     async def release_coupon(
         self,
@@ -173,7 +173,7 @@ class Coupons(StorePart):
                 insert_events(conn, [make_event(ref, code)])
             return None
 
-        result: Refusal | None = await self.writer.submit(job, durable=False)
+        result: Refusal | None = await self.writer.submit(job, durable=False, small=True)
         self._outbox_changed()
         return result
 

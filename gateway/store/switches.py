@@ -26,7 +26,7 @@ class Switches(StorePart):
             )
             insert_events(conn, [event])
 
-        await self.writer.submit(job)
+        await self.writer.submit(job, small=True)
         self._outbox_changed()
 
     def program_paused(self, program: str) -> bool:

@@ -1,9 +1,20 @@
-"""The single writer: one SQLite connection on its own thread; concurrent writes share commits.
+"""The single writer: one SQLite connection; concurrent writes share commits.
 
 Every change to the database goes through `Writer.submit`. Jobs queued while a commit is under
-way are run together in the next transaction (each inside its own savepoint, so one failing job
-does not undo its neighbours) and become durable with one fsync: group commit. The thread owns a
-plain sqlite3 connection so that a whole batch costs one hop to the thread, not one per statement.
+way are run together in the next transaction and become durable with one fsync: group commit.
+A batch of register requests' jobs (`small`: a check, a coupon, a few events) runs its
+statements on the event loop's thread (that SQL is a few dozen microseconds of CPU; handing it
+to another thread costs more in GIL hand-offs and context switches than the work itself) and its
+COMMIT, where the fsync happens, on the writer's own thread: one hop per batch, and the loop
+never waits for the disk. A batch that need not be durable (coupon reservations, identification
+events: `synchronous=NORMAL`, so no fsync at COMMIT in WAL mode) commits on the loop, without a
+hop. The WAL is checkpointed on the thread every `CHECKPOINT_EVERY` batches rather than inside
+some COMMIT (the checkpoint is what fsyncs then). Any other batch (a page of central's changes,
+an import, the forwarder's bookkeeping) runs wholly on the thread, so it never holds the loop.
+
+A job that fails does not undo its neighbours: the batch is run again with a savepoint around
+each job (failures are rare; savepoints for every job would cost two statements each on every
+batch).
 """
 
 from __future__ import annotations
@@ -34,11 +45,21 @@ class _Item:
     # Whether the job's commit shows a check fits: a flag, or a test of what the job returned
     # (a job that decided to write nothing proves nothing).
     proves_room: bool | Callable[[Any], bool]
+    small: bool = False  # a register request's few rows: its statements may run on the loop
 
 
 def _probe_job(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO storage_probe VALUES (zeroblob(?))", (PROBE_BYTES,))
     conn.execute("DELETE FROM storage_probe")
+
+
+def _waiting_for_locks(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    """`fn` with a busy timeout: on the thread, waiting for another process is harmless."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
@@ -50,6 +71,9 @@ PAGE_SIZE = 4096
 MAX_BATCH = 512
 RIDER_DELAY_S = 0.5  # an identification event is on disk within this (plus one commit)
 RIDER_FLUSH_AT = 1000  # ... or as soon as this many wait
+SMALL_RIDERS = 64  # more identification events than this are written on the thread
+# SQLite's own default checkpoints at 1,000 WAL pages; a batch writes a few dozen at most.
+CHECKPOINT_EVERY = 100
 STORAGE_RETRY_S = 2.0  # while the disk is full: how often riders and the probe try again
 PROBE_BYTES = 64 * 1024  # larger than any check's rows: if this fits, a check fits
 DEFAULT_MAX_PENDING = 100_000
@@ -136,6 +160,9 @@ class Writer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[_Item | _Wake | None] = asyncio.Queue()
+        # Batches and `run_on_thread` take turns with the connection.
+        self._conn_lock = asyncio.Lock()
+        self._since_checkpoint = 0  # batches committed since the WAL was last checkpointed
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._riders: list[Job] = []
@@ -152,12 +179,21 @@ class Writer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._conn_factory)
+        # Statements run on the loop, which must never wait for a lock: a batch that meets
+        # another process's write lock waits for it on the thread (`_begin_waiting`).
+        self._conn.execute("PRAGMA busy_timeout = 0")
+        # Checkpoints fsync: they run on the thread (`_checkpoint`), never inside a COMMIT
+        # that may be running on the loop.
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._task = asyncio.create_task(self._run(), name="sqlite-writer")
 
     async def run_on_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the writer's thread outside the batch loop (start-up checks, migrations)."""
+        """Run `fn` on the writer's thread between batches (start-up checks, migrations)."""
         conn = self._require_conn()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        async with self._conn_lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, _waiting_for_locks, fn, conn
+            )
 
     async def submit(
         self,
@@ -165,6 +201,7 @@ class Writer:
         *,
         durable: bool = True,
         proves_room: bool | Callable[[T], bool] = False,
+        small: bool = False,
     ) -> T:
         """Queue `job`, wait until its transaction committed, and return what it returned.
 
@@ -172,8 +209,9 @@ class Writer:
         process (it is in the WAL) but maybe not a power loss. Used for coupon reservations and
         identification events, never for posted checks. proves_room: the job stores a whole
         check, so its commit shows that a check fits (it clears the storage-full alarm).
+        small: a register request's few rows (the statements may then run on the loop).
         """
-        future = self.submit_nowait(job, durable=durable, proves_room=proves_room)
+        future = self.submit_nowait(job, durable=durable, proves_room=proves_room, small=small)
         return await asyncio.shield(future)  # a cancelled caller must not undo a queued commit
 
     def submit_nowait(
@@ -182,11 +220,12 @@ class Writer:
         *,
         durable: bool = True,
         proves_room: bool | Callable[[Any], bool] = False,
+        small: bool = False,
     ) -> asyncio.Future[Any]:
         if self._closing:
             raise WriterClosed("the store is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(job, future, durable, proves_room))
+        self._queue.put_nowait(_Item(job, future, durable, proves_room, small))
         return future
 
     @property
@@ -255,7 +294,7 @@ class Writer:
 
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda done: self._riders_settled(done, riders))
-        return _Item(job, future, False, False)
+        return _Item(job, future, False, False, small=len(riders) <= SMALL_RIDERS)
 
     def _riders_settled(self, future: asyncio.Future[Any], riders: list[Job]) -> None:
         error = None if future.cancelled() else future.exception()
@@ -288,6 +327,7 @@ class Writer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        conn = self._require_conn()
         stopping = False
         while not stopping:
             first = await self._queue.get()
@@ -312,8 +352,18 @@ class Writer:
                 continue
             jobs = [item.job for item in batch]
             durable = any(item.durable for item in batch)
+            on_loop = all(item.small for item in batch)
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._commit, jobs, durable)
+                async with self._conn_lock:
+                    if self._since_checkpoint >= CHECKPOINT_EVERY:
+                        self._since_checkpoint = 0
+                        await loop.run_in_executor(self._executor, _checkpoint, conn)
+                    if on_loop:
+                        outcomes = await self._transact(jobs, durable)
+                    else:
+                        outcomes = await loop.run_in_executor(
+                            self._executor, self._transact_on_thread, jobs, durable
+                        )
             except Exception as error:  # the loop must outlive any failure, or writes hang
                 log.exception("writer_batch_failed", jobs=len(jobs))
                 outcomes = [(False, error)] * len(jobs)
@@ -327,6 +377,86 @@ class Writer:
                     if not isinstance(value, StorageFull):
                         self.stats.failed_jobs += 1
             self._note_storage(batch, outcomes)
+
+    async def _transact(self, jobs: list[Job], durable: bool) -> list[tuple[bool, Any]]:
+        """One transaction for the whole batch: the statements here, the COMMIT on the thread."""
+        conn = self._require_conn()
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        failed = await self._begin(conn, durable, len(jobs))
+        if failed is not None:
+            return failed
+        outcomes = _run_jobs(conn, jobs)
+        if outcomes is None:  # a job failed: undo all, then again, each job in a savepoint
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            failed = await self._begin(conn, durable, len(jobs))
+            if failed is not None:
+                return failed
+            outcomes = _run_jobs_apart(conn, jobs)
+        if not conn.in_transaction:
+            return outcomes  # SQLite rolled back itself (a full disk): the batch failed
+        if durable:
+            error = await loop.run_in_executor(self._executor, _commit, conn)
+        else:  # no fsync at this COMMIT (WAL, synchronous=NORMAL; no autocheckpoint)
+            error = _commit(conn)
+        if error is not None:
+            return [(False, _as_storage_full(error))] * len(jobs)
+        self._committed(len(jobs), started)
+        return outcomes
+
+    def _transact_on_thread(self, jobs: list[Job], durable: bool) -> list[tuple[bool, Any]]:
+        """The same transaction wholly on the writer's thread (batches that are not small)."""
+        conn = self._require_conn()
+        started = time.perf_counter()
+        try:
+            conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
+            _begin_waiting(conn)
+        except sqlite3.Error as error:
+            return [(False, _as_storage_full(error))] * len(jobs)
+        outcomes = _run_jobs(conn, jobs)
+        if outcomes is None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            try:
+                _begin_waiting(conn)
+            except sqlite3.Error as error:
+                return [(False, _as_storage_full(error))] * len(jobs)
+            outcomes = _run_jobs_apart(conn, jobs)
+        if not conn.in_transaction:
+            return outcomes
+        refused = _commit(conn)
+        if refused is not None:
+            return [(False, _as_storage_full(refused))] * len(jobs)
+        self._committed(len(jobs), started)
+        return outcomes
+
+    def _committed(self, jobs: int, started: float) -> None:
+        self._since_checkpoint += 1
+        self.stats.batches += 1
+        self.stats.jobs += jobs
+        self.stats.largest_batch = max(self.stats.largest_batch, jobs)
+        self.stats.last_commit_ms = (time.perf_counter() - started) * 1000
+
+    async def _begin(
+        self, conn: sqlite3.Connection, durable: bool, jobs: int
+    ) -> list[tuple[bool, Any]] | None:
+        """Start the batch's transaction; the outcome of every job if that fails."""
+        try:
+            conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                # Another process holds the write lock (a backup, an operator's sqlite3): wait
+                # for it on the thread, not on the loop.
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, _begin_waiting, conn
+                )
+        except sqlite3.Error as error:
+            return [(False, _as_storage_full(error))] * jobs
+        return None
 
     def _note_storage(self, batch: list[_Item], outcomes: list[tuple[bool, Any]]) -> None:
         denied = next((v for ok, v in outcomes if not ok and is_read_only(v)), None)
@@ -372,40 +502,73 @@ class Writer:
             )
             self.stats.probes += 1
 
-    def _commit(self, jobs: list[Job], durable: bool) -> list[tuple[bool, Any]]:
-        """Runs on the writer thread: one transaction for the whole batch."""
-        conn = self._require_conn()
-        started = time.perf_counter()
-        outcomes: list[tuple[bool, Any]] = []
+
+_SYNC_FULL = "PRAGMA synchronous = FULL"
+_SYNC_NORMAL = "PRAGMA synchronous = NORMAL"
+BUSY_WAIT_MS = 10_000  # how long the thread waits for another process's write lock
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY or (
+        "database is locked" in str(error)
+    )
+
+
+def _begin_waiting(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE with a busy timeout (on the writer's thread)."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        conn.execute("PRAGMA busy_timeout = 0")
+
+
+def _run_jobs(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]] | None:
+    """Every job in the open transaction; None as soon as one fails."""
+    outcomes: list[tuple[bool, Any]] = []
+    for job in jobs:
         try:
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            return [(False, _as_storage_full(error))] * len(jobs)
-        for job in jobs:
-            try:
-                conn.execute("SAVEPOINT job")
-                result = job(conn)
-                conn.execute("RELEASE job")
-                outcomes.append((True, result))
-            except Exception as error:  # a job's failure is its caller's, not the batch's
-                failure = _as_storage_full(error)
-                if not conn.in_transaction:
-                    # SQLite rolled the whole transaction back itself (it does on a full disk):
-                    # the jobs before this one are undone too, so the whole batch failed.
-                    return [(False, failure)] * len(jobs)
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                outcomes.append((False, failure))
+            outcomes.append((True, job(conn)))
+        except Exception:
+            return None
+    return outcomes
+
+
+def _run_jobs_apart(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[bool, Any]]:
+    """Every job in its own savepoint, so that a failing one undoes only itself."""
+    outcomes: list[tuple[bool, Any]] = []
+    for job in jobs:
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as error:
+            conn.execute("SAVEPOINT job")
+            result = job(conn)
+            conn.execute("RELEASE job")
+            outcomes.append((True, result))
+        except Exception as error:  # a job's failure is its caller's, not the batch's
+            failure = _as_storage_full(error)
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back itself (it does on a full disk):
+                # the jobs before this one are undone too, so the whole batch failed.
+                return [(False, failure)] * len(jobs)
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            return [(False, _as_storage_full(error))] * len(jobs)
-        self.stats.batches += 1
-        self.stats.jobs += len(jobs)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
-        self.stats.last_commit_ms = (time.perf_counter() - started) * 1000
-        return outcomes
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            outcomes.append((False, failure))
+    return outcomes
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database (on the writer's thread: it fsyncs). PASSIVE: a reader
+    in the way only leaves the rest for the next one."""
+    with contextlib.suppress(sqlite3.Error):  # a full disk is reported by the next batch
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _commit(conn: sqlite3.Connection) -> sqlite3.Error | None:
+    """Runs on the writer's thread: the fsync (and any checkpoint) happen here."""
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as error:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        return error
+    return None
