@@ -141,6 +141,31 @@ def _timed(
     return wrap
 
 
+def _timed_now(
+    command: str,
+) -> Callable[
+    [Callable[Concatenate[_Self, _P], _R]],
+    Callable[Concatenate[_Self, _P], _R],
+]:
+    """`_timed` for a command answered without awaiting anything."""
+
+    def wrap(
+        method: Callable[Concatenate[_Self, _P], _R],
+    ) -> Callable[Concatenate[_Self, _P], _R]:
+        def timed(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self.stats.latency[command].observe(time.perf_counter() - started)
+
+        timed.__name__ = method.__name__
+        timed.__doc__ = method.__doc__
+        return timed
+
+    return wrap
+
+
 @dataclass
 class ServiceStats:
     """Requests by (command, outcome); outcome is `ok` or a reason code."""
@@ -276,14 +301,22 @@ class Gateway:
 
     # ---- the commands --------------------------------------------------------------------------
 
-    @_timed(CommandName.PING)
     async def ping(self) -> Pong:
+        return self.ping_now()
+
+    @_timed_now(CommandName.PING)
+    def ping_now(self) -> Pong:
         self._count(CommandName.PING, "ok")
         state: CentralState = self._central_state() if self._central_state else "STANDALONE"
         return Pong(state=state, version=__version__)
 
-    @_timed(CommandName.IDENT)
     async def identify(self, request: IdentRequest) -> IdentOk | Refusal:
+        return self.identify_now(request)
+
+    @_timed_now(CommandName.IDENT)
+    def identify_now(self, request: IdentRequest) -> IdentOk | Refusal:
+        """IDENT answers from memory and the lookup connection: it never waits, so the SIM
+        transports answer it inside their read callback."""
         now = self._clock()
         rules = self.rules(now)
         view = self.store.member_by_identifier(request.token)

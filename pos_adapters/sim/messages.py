@@ -106,6 +106,9 @@ class Command(Generic[RequestT, OkT]):
     ok: ClassVar[str]  # the reply's first field when the command worked: its ISL event
     ok_fields: ClassVar[tuple[ReplyField, ...]]  # that reply's further fields, in wire order
     fail: ClassVar[str]  # the reply's first field for a refusal (its fields: REFUSAL_FIELDS)
+    # Answered from memory, without waiting for a commit: the transports answer it inside
+    # their read callback (`answer_now`) instead of starting a task for it.
+    immediate: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -121,6 +124,11 @@ class Command(Generic[RequestT, OkT]):
     @staticmethod
     def run(service: Gateway, request: RequestT) -> Awaitable[OkT | Refusal]:
         """The service call the command makes."""
+        raise NotImplementedError
+
+    @staticmethod
+    def answer_now(service: Gateway, request: RequestT) -> OkT | Refusal:
+        """The same service call, answered at once (only for an `immediate` command)."""
         raise NotImplementedError
 
     @staticmethod
@@ -158,9 +166,15 @@ class Ping(Command[None, Pong]):
     def parse(cls, values: Sequence[str], ctx: ParseContext) -> None:
         return None
 
+    immediate = True
+
     @staticmethod
     def run(service: Gateway, request: None) -> Awaitable[Pong]:
         return service.ping()
+
+    @staticmethod
+    def answer_now(service: Gateway, request: None) -> Pong:
+        return service.ping_now()
 
     @staticmethod
     def ok_values(answer: Pong) -> list[str]:
@@ -194,9 +208,15 @@ class Ident(Command[IdentRequest, IdentOk]):
             token=cls.TOKEN.parse(token, ctx),
         )
 
+    immediate = True
+
     @staticmethod
     def run(service: Gateway, request: IdentRequest) -> Awaitable[IdentOk | Refusal]:
         return service.identify(request)
+
+    @staticmethod
+    def answer_now(service: Gateway, request: IdentRequest) -> IdentOk | Refusal:
+        return service.identify_now(request)
 
     @staticmethod
     def ok_values(answer: IdentOk) -> list[str]:

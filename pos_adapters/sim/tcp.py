@@ -185,20 +185,21 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, frame: Frame) -> None:
         self.inflight += 1
-        self._flow()
-        task = self.loop.create_task(self._reply(frame))
-        self.server._inflight.add(task)
-        task.add_done_callback(self.server._inflight.discard)
-
-    async def _reply(self, frame: Frame) -> None:
         try:
-            self._send(await self.server.responder.reply(frame, self._wanted))
+            self.server.responder.handle(frame, self._replied, self._wanted)
         except Exception:  # a bug must cost one reply, never the connection or the daemon
             log.exception("sim_reply_failed", peer=self.host)
-        finally:
-            self.inflight -= 1
-            if self._draining and not self.inflight and self.transport is not None:
-                self.transport.close()
+            self._replied(b"")
+        if self.inflight >= MAX_INFLIGHT:
+            self._flow()
+
+    def _replied(self, reply: bytes) -> None:
+        """The answer to one frame (at once, or when its commit is done)."""
+        self._send(reply)
+        self.inflight -= 1
+        if self._draining and not self.inflight and self.transport is not None:
+            self.transport.close()
+        if self._read_paused:
             self._flow()
 
     def _wanted(self) -> bool:
@@ -302,7 +303,6 @@ class SimTcpServer:
         self._accepting: list[asyncio.Task[None]] = []
         self._connections: set[_Connection] = set()
         self._by_peer: dict[str, set[_Connection]] = {}
-        self._inflight: set[asyncio.Task[None]] = set()
         self._all_closed = asyncio.Event()
         self._reserve = Reserve()
         self._accept_failing_since: float | None = None
@@ -371,8 +371,11 @@ class SimTcpServer:
         self._accepting, self._listeners = [], []
         for connection in self._connections:
             connection.stop_reading()  # answers under way finish; no new ones start
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        # A frame waiting behind its workstation's answer starts when that one is done.
+        while self.responder.tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.responder.tasks), timeout=left)
         for connection in list(self._connections):
             connection.close("stopping", abort=False)
         if self._connections:
