@@ -30,7 +30,7 @@ from gateway.domain.models import (
     IdentRequest,
     Item,
     LedgerEntry,
-    Member,
+    MemberCard,
     OutboxEvent,
     Pong,
     PostOk,
@@ -330,16 +330,8 @@ class Gateway:
             view = self.store.member(token.member_id)
             if view is None:  # a member this store has never seen: the token vouches for them
                 view = MemberView(
-                    member=Member.model_construct(
-                        member_id=token.member_id,
-                        identifiers=[],
-                        display_name=token.display_name,
-                        tier=token.tier,
-                        flags=[],
-                        earn_mode="points",
-                        lottery_consent=False,
-                        points_balance=0,
-                        wallet_points=0,
+                    member=MemberCard(
+                        token.member_id, display_name=token.display_name, tier=token.tier
                     ),
                     balance=Balance(0, 0),
                     lottery_paused=False,
@@ -627,7 +619,7 @@ class Gateway:
         categories: dict[int, str],
     ) -> Settlement:
         view, coupons = context.member_view(), context.coupons
-        member: Member | None = view.member if view else None
+        member: MemberCard | None = view.member if view else None
         earned = 0
         if request.member_id is not None:
             earn = EarnContext(
@@ -742,7 +734,7 @@ class Gateway:
     def _receipt(
         self,
         request: PostRequest,
-        member: Member | None,
+        member: MemberCard | None,
         earned: int,
         tickets: int,
         balance: Balance,

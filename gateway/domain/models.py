@@ -61,6 +61,27 @@ class Member(BaseModel):
         return not (LOTTERY_EXCLUDED_FLAGS & set(self.flags))
 
 
+@dataclass(frozen=True, slots=True)
+class MemberCard:
+    """A cached member as the till needs it: what IDENT answers and a check is settled from.
+    Built from the cache's columns without validation (they were validated when the record was
+    stored): a pydantic `Member` per lookup would cost more than the lookup itself."""
+
+    member_id: str
+    display_name: str = ""
+    tier: str = ""
+    birthday: str | None = None
+    flags: tuple[str, ...] = ()
+    earn_mode: EarnMode = "points"
+    lottery_consent: bool = False
+    points_balance: int = 0  # central's
+    wallet_points: int = 0  # central's
+
+    @property
+    def lottery_eligible(self) -> bool:
+        return not (LOTTERY_EXCLUDED_FLAGS.intersection(self.flags))
+
+
 CouponKind = Literal["amount", "percent", "item"]
 CouponOrigin = Literal["reward", "occasion", "campaign", "voucher"]
 

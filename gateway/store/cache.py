@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from gateway.domain.models import Balance, Coupon, EarnMode, Member
+from gateway.domain.models import Balance, Coupon, EarnMode, Member, MemberCard
 from gateway.domain.rules_doc import RulesDocument
 from gateway.store.connections import StorePart, utc_stamp
 
@@ -53,7 +53,7 @@ def member_row(found: Sequence[Any]) -> MemberRow:
 
 @dataclass(frozen=True, slots=True)
 class MemberView:
-    member: Member
+    member: MemberCard
     balance: Balance
     lottery_paused: bool
     tickets_this_month: int = 0  # filled where a check is settled, for lottery members
@@ -73,33 +73,23 @@ class MemberView:
             consent,
             points_balance,
             wallet_points,
-            as_of,
+            _,
             points,
             wallet,
             paused,
         ) = row
-        # Built from columns without validation: they were validated when the record was
-        # stored, and parsing the whole record would cost more than the rest of an IDENT
-        # (measured).
-        member = Member.model_construct(
-            member_id=member_id,
-            identifiers=[],  # not needed at the till; a default_factory here costs ~300 µs
-            display_name=name,
-            tier=tier,
-            birthday=birthday,
-            flags=json.loads(flags),
-            earn_mode=earn_mode,
-            lottery_consent=bool(consent),
-            points_balance=points_balance,
-            wallet_points=wallet_points,
-            balance_as_of=dt.datetime.fromisoformat(as_of) if as_of else None,
+        member = MemberCard(
+            member_id,
+            name,
+            tier,
+            birthday,
+            () if flags == "[]" else tuple(json.loads(flags)),  # most members have none
+            earn_mode,
+            bool(consent),
+            points_balance,
+            wallet_points,
         )
-        return cls(
-            member=member,
-            balance=Balance(points=int(points), wallet=int(wallet)),
-            lottery_paused=bool(paused),
-            tickets_this_month=tickets_this_month,
-        )
+        return cls(member, Balance(int(points), int(wallet)), bool(paused), tickets_this_month)
 
 
 # Recomputes one member's pending sums from the ledger (after central's balance changed).

@@ -166,6 +166,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._riders: list[Job] = []
+        self._woken = False  # a _WAKE for the riders is queued
         self._rider_timer: asyncio.TimerHandle | None = None
         self._probe_timer: asyncio.TimerHandle | None = None
         self.max_pending = max_pending
@@ -277,10 +278,12 @@ class Writer:
         if self._rider_timer is not None:
             self._rider_timer.cancel()
             self._rider_timer = None
-        if self._riders and not self._closing:
+        if self._riders and not self._closing and not self._woken:
+            self._woken = True  # one wake-up is enough, however many riders arrive meanwhile
             self._queue.put_nowait(_WAKE)
 
     def _take_riders(self) -> _Item | None:
+        self._woken = False
         if not self._riders:
             return None
         if self._rider_timer is not None:

@@ -101,8 +101,11 @@ class SimResponder:
         return source
 
     def _encode(self, frame_sid: bytes, seq: int, fields: list[str]) -> bytes:
-        cleaned = [clean_field(f, self.encoding) for f in fields]
-        return encode_frame(frame_sid, seq, cleaned, encoding=self.encoding)
+        for text in fields:
+            if not (text.isascii() and text.isprintable()):  # rare: clean them all
+                fields = [clean_field(f, self.encoding) for f in fields]
+                break
+        return encode_frame(frame_sid, seq, fields, encoding=self.encoding)
 
     def registers(self, limit: int = 50) -> list[dict[str, object]]:
         """The registers (source ids) heard from, most recent first: who is alive, and when."""
