@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import ipaddress
@@ -16,11 +17,12 @@ import pytest
 import structlog
 from gateway_process import GatewayProcess, Spawn
 
-from gateway.domain.models import Coupon, Member
+from gateway.domain.ids import new_ulid
+from gateway.domain.models import Coupon, Member, OutboxEvent
 from gateway.logging import configure_logging
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.store import Store
-from pos_adapters.sim.register import RegisterConnection
+from pos_adapters.sim.register import RegisterConnection, Workstation
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
 
@@ -51,6 +53,19 @@ def coupon_record(code: str, **fields: object) -> Coupon:
     return Coupon.model_validate(json.loads(json.dumps({**base, **fields})))
 
 
+def identified_events(count: int) -> list[OutboxEvent]:
+    """`count` `member.identified` events of store S001, checks 0 to count - 1, oldest first."""
+    return [
+        OutboxEvent(
+            new_ulid(),
+            "member.identified",
+            "2026-11-23T10:00:00.000000Z",
+            {"store_id": "S001", "member_id": "M1", "wsid": 1, "rvc": 1, "check": n},
+        )
+        for n in range(count)
+    ]
+
+
 class Clock:
     """A clock the test moves by hand."""
 
@@ -79,6 +94,24 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
+async def empty_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A new store on disk with nothing in it."""
+    opened = await Store.open(tmp_path / "gateway.db")
+    yield opened
+    await opened.close()
+
+
+async def cap_database(store: Store, room_pages: int = 0) -> None:
+    """Let the database grow by at most `room_pages` pages from its size now."""
+    pages = await store.writer.run_on_thread(
+        lambda c: int(c.execute("PRAGMA page_count").fetchone()[0])
+    )
+    await store.writer.run_on_thread(
+        lambda c: c.execute(f"PRAGMA max_page_count = {pages + room_pages}")
+    )
+
+
+@pytest.fixture
 def service(store: Store, clock: Clock) -> Gateway:
     return Gateway(store, ServiceOptions(store_id=STORE_ID), clock=clock)
 
@@ -96,6 +129,19 @@ class RunningGateway:
 
     async def connect(self) -> RegisterConnection:
         return await RegisterConnection.open("127.0.0.1", self.port)
+
+    def workstation(self, wsid: int) -> contextlib.AbstractAsyncContextManager[Workstation]:
+        return workstation_on(self.port, wsid)
+
+
+@contextlib.asynccontextmanager
+async def workstation_on(port: int, wsid: int) -> AsyncIterator[Workstation]:
+    """Workstation `wsid` on a connection of its own to the SIM port, closed after."""
+    connection = await RegisterConnection.open("127.0.0.1", port)
+    try:
+        yield connection.workstation(wsid)
+    finally:
+        await connection.close()
 
 
 ServerFactory = Callable[..., SimTcpServer]
@@ -138,19 +184,26 @@ async def spawn(data_dir: Path) -> AsyncIterator[Spawn]:
 
 
 @pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The gateway's log, as JSON lines in a buffer; the logging set-up is restored after."""
+def restored_logging() -> Iterator[None]:
+    """Whatever the test does to logging (handlers, level, warnings capture, structlog) is undone
+    after it."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    configure_logging(fmt="json", stream=out)
-    yield out
+    yield
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(False)
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def log_lines(restored_logging: None) -> io.StringIO:
+    """The gateway's log, as JSON lines in a buffer; the logging set-up is restored after."""
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out)
+    return out
 
 
 def events(out: io.StringIO, name: str) -> list[dict[str, Any]]:

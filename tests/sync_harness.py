@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from conftest import workstation_on
 
 from gateway.config import load_settings
 from gateway.daemon import Daemon
@@ -49,6 +52,26 @@ async def start_gateway(
     daemon = Daemon(settings)
     await daemon.start()
     return daemon
+
+
+@contextlib.asynccontextmanager
+async def synced_gateway(
+    tmp_path: Path, faults: dict[str, Any] | None = None, **sections: Any
+) -> AsyncIterator[tuple[Admin, Daemon]]:
+    """The reference central (with `faults` from the start) and a gateway on it (`sections` as
+    for `start_gateway`): central's admin API and the daemon. Both are stopped after."""
+    async with ReferenceServer() as central:
+        admin = Admin(central)
+        try:
+            if faults:
+                await admin.faults(**faults)
+            daemon = await start_gateway(tmp_path, central.url, **sections)
+            try:
+                yield admin, daemon
+            finally:
+                await daemon.stop()
+        finally:
+            await admin.aclose()
 
 
 class Admin:
@@ -96,3 +119,9 @@ async def register(daemon: Daemon, wsid: int) -> tuple[RegisterConnection, Works
     assert daemon.sim is not None
     connection = await RegisterConnection.open("127.0.0.1", daemon.sim.port)
     return connection, connection.workstation(wsid)
+
+
+def workstation(daemon: Daemon, wsid: int) -> contextlib.AbstractAsyncContextManager[Workstation]:
+    """Workstation `wsid` on a connection of its own to the daemon's SIM port, closed after."""
+    assert daemon.sim is not None
+    return workstation_on(daemon.sim.port, wsid)

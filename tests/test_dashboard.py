@@ -18,7 +18,8 @@ import httpx
 import pytest
 from conftest import member_record
 from gateway_process import GatewayProcess
-from sync_harness import post, register, start_gateway
+from sync_harness import post, start_gateway, workstation
+from waiting import cancelled
 
 from gateway.admin.app import create_admin_app
 from gateway.admin.dashboard import unreachable_after_s
@@ -114,9 +115,7 @@ async def test_the_sampler_survives_a_failing_status() -> None:
     try:
         await asyncio.wait_for(third_sample_taken.wait(), 5)
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        await cancelled(sampler)
     assert [s.outbox_depth for s in history.samples[:2]] == [2, 3]
 
 
@@ -132,6 +131,10 @@ class Dashboard:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.port}"
+
+    async def add_member(self, member_id: str) -> None:
+        assert self.daemon.store is not None
+        await self.daemon.store.upsert_members([member_record(member_id)])
 
 
 @contextlib.asynccontextmanager
@@ -159,10 +162,14 @@ async def dashboard(tmp_path: Path, token: str | None = None) -> AsyncIterator[D
         yield Dashboard(daemon, server, history)
     finally:
         await server.stop()
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        await cancelled(sampler)
         await daemon.stop()
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Dashboard]:
+    async with dashboard(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture
@@ -195,123 +202,103 @@ async def dead_letter_one_event(daemon: Daemon) -> None:
 
 @needs_browser
 async def test_the_page_shows_the_same_queue_and_counts_as_status(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, browser: Browser, gw: Dashboard
 ) -> None:
-    async with dashboard(tmp_path) as gw:
-        assert gw.daemon.store is not None
-        await gw.daemon.store.upsert_members([member_record("M1")])
-        connection, station = await register(gw.daemon, 4)
-        try:
-            for check in (1, 2, 3):
-                assert (await post(station, 4, check, member="M1"))[0] == "POST_OK"
-            assert (await station.request("IDENT", "4", "1", "0", "NO-SUCH-CARD"))[0] == (
-                "IDENT_FAIL"
-            )
-            await dead_letter_one_event(gw.daemon)
-            async with httpx.AsyncClient(base_url=gw.url) as api:
-                status = (await api.get("/status")).json()
+    await gw.add_member("M1")
+    async with workstation(gw.daemon, 4) as station:
+        for check in (1, 2, 3):
+            assert (await post(station, 4, check, member="M1"))[0] == "POST_OK"
+        assert (await station.request("IDENT", "4", "1", "0", "NO-SUCH-CARD"))[0] == "IDENT_FAIL"
+        await dead_letter_one_event(gw.daemon)
+        async with httpx.AsyncClient(base_url=gw.url) as api:
+            status = (await api.get("/status")).json()
 
-            page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
-            await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"]))
-            await expect(page.locator("#dead-letters")).to_have_text("1")
-            await expect(page.locator("#checks-posted")).to_have_text(
-                str(status["checks"]["posted"])
+        page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
+        await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"]))
+        await expect(page.locator("#dead-letters")).to_have_text("1")
+        await expect(page.locator("#checks-posted")).to_have_text(str(status["checks"]["posted"]))
+        await expect(page.locator("#members")).to_have_text("1")
+        await expect(page.locator("#central-state")).to_have_text("STANDALONE")
+        await expect(page.locator("#version")).to_have_text(status["version"])
+        await expect(page.locator('[data-adapter="sim_tcp"] td').nth(2)).to_have_text("1")
+        # The register itself, with its last request and when it was heard from.
+        heard = status["adapters"]["sim_tcp"]["registers"][0]
+        assert heard["last_command"] == "IDENT"
+        last = page.locator(f'tr.register[data-register="{heard["source_id"]}"] td')
+        await expect(last.nth(1)).to_contain_text("(IDENT)")
+        await expect(last.nth(2)).to_contain_text("ago")
+        for key in ("POST:ok", "IDENT:UNKNOWN_MEMBER"):
+            await expect(page.locator(f'[data-key="{key}"] td').nth(2)).to_have_text(
+                str(status["requests"][key])
             )
-            await expect(page.locator("#members")).to_have_text("1")
-            await expect(page.locator("#central-state")).to_have_text("STANDALONE")
-            await expect(page.locator("#version")).to_have_text(status["version"])
-            await expect(page.locator('[data-adapter="sim_tcp"] td').nth(2)).to_have_text("1")
-            # The register itself, with its last request and when it was heard from.
-            heard = status["adapters"]["sim_tcp"]["registers"][0]
-            assert heard["last_command"] == "IDENT"
-            last = page.locator(f'tr.register[data-register="{heard["source_id"]}"] td')
-            await expect(last.nth(1)).to_contain_text("(IDENT)")
-            await expect(last.nth(2)).to_contain_text("ago")
-            for key in ("POST:ok", "IDENT:UNKNOWN_MEMBER"):
-                await expect(page.locator(f'[data-key="{key}"] td').nth(2)).to_have_text(
-                    str(status["requests"][key])
-                )
-            await expect(page.locator("#outbox-chart polyline")).to_have_count(1)
-            await page.screenshot(path=tmp_path / "dashboard-1024x768.png", full_page=True)
+        await expect(page.locator("#outbox-chart polyline")).to_have_count(1)
+        await page.screenshot(path=tmp_path / "dashboard-1024x768.png", full_page=True)
 
-            # Retry puts the dead letter back in the queue (the same event, nothing lost).
-            page.once("dialog", lambda dialog: dialog.accept())
-            await page.locator("#retry-dead-letters").click()
-            await expect(page.locator("#dead-letters")).to_have_text("0")
-            await expect(page.locator("#outbox-depth")).to_have_text(
-                str(status["outbox"]["depth"] + 1)
-            )
-            await expect(page.locator("#retry-dead-letters")).to_be_hidden()
+        # Retry puts the dead letter back in the queue (the same event, nothing lost).
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.locator("#retry-dead-letters").click()
+        await expect(page.locator("#dead-letters")).to_have_text("0")
+        await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"] + 1))
+        await expect(page.locator("#retry-dead-letters")).to_be_hidden()
 
-            phone = await open_page(
-                browser,
-                gw.url,
-                viewport={"width": 390, "height": 844},
-                device_scale_factor=2,
-                is_mobile=True,
-                has_touch=True,
-            )
-            await expect(phone.locator("#outbox-depth")).to_have_text(
-                str(status["outbox"]["depth"] + 1)
-            )
-            # Nothing sticks out sideways on a phone: one column, no horizontal scrolling.
-            assert await phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-            await phone.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
-        finally:
-            await connection.close()
+        phone = await open_page(
+            browser,
+            gw.url,
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+        )
+        await expect(phone.locator("#outbox-depth")).to_have_text(
+            str(status["outbox"]["depth"] + 1)
+        )
+        # Nothing sticks out sideways on a phone: one column, no horizontal scrolling.
+        assert await phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        await phone.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
 
 
 @needs_browser
 async def test_pause_on_the_page_refuses_the_next_consent_and_resume_restores_it(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, browser: Browser, gw: Dashboard
 ) -> None:
-    async with dashboard(tmp_path) as gw:
-        assert gw.daemon.store is not None
-        await gw.daemon.store.upsert_members([member_record("L1")])
-        connection, station = await register(gw.daemon, 2)
-        try:
-            page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
-            lottery = page.locator('[data-program="lottery"]')
-            switch = lottery.locator(".program-switch")
-            await expect(lottery.locator(".program-state")).to_have_text("running")
+    await gw.add_member("L1")
+    async with workstation(gw.daemon, 2) as station:
+        page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
+        lottery = page.locator('[data-program="lottery"]')
+        switch = lottery.locator(".program-switch")
+        await expect(lottery.locator(".program-state")).to_have_text("running")
 
-            dialogs: list[str] = []
+        dialogs: list[str] = []
 
-            async def answer(dialog: Dialog, accept: bool) -> None:
-                dialogs.append(dialog.message)
-                await (dialog.accept() if accept else dialog.dismiss())
+        async def answer(dialog: Dialog, accept: bool) -> None:
+            dialogs.append(dialog.message)
+            await (dialog.accept() if accept else dialog.dismiss())
 
-            # Cancelling the confirmation changes nothing.
-            page.once("dialog", lambda dialog: answer(dialog, accept=False))
-            await switch.click()
-            assert dialogs and "Pause the lottery" in dialogs[-1]
-            await page.wait_for_function(
-                "t => Number(document.body.dataset.refreshed) > t",
-                arg=await page.evaluate("Date.now()"),
-            )  # a full poll after the cancel: had it been sent, it would show now
-            await expect(lottery.locator(".program-state")).to_have_text("running")
+        # Cancelling the confirmation changes nothing.
+        page.once("dialog", lambda dialog: answer(dialog, accept=False))
+        await switch.click()
+        assert dialogs and "Pause the lottery" in dialogs[-1]
+        await page.wait_for_function(
+            "t => Number(document.body.dataset.refreshed) > t",
+            arg=await page.evaluate("Date.now()"),
+        )  # a full poll after the cancel: had it been sent, it would show now
+        await expect(lottery.locator(".program-state")).to_have_text("running")
 
-            await page.locator("#operator").fill("anna (store IT)")
-            page.once("dialog", lambda dialog: answer(dialog, accept=True))
-            await switch.click()
-            # At once: the page reloads the status after the switch, not at its next poll.
-            await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
-            await expect(lottery.locator(".program-note")).to_contain_text(
-                "paused by anna (store IT)"
-            )
-            await expect(switch).to_have_text("Resume lottery")
-            reply = await station.request("CONSENT", "2", "L1", "LOTTERY", "Y")
-            assert reply[:2] == ["CONSENT_FAIL", "PROGRAM_PAUSED"]
-            await page.screenshot(path=tmp_path / "dashboard-paused.png")
+        await page.locator("#operator").fill("anna (store IT)")
+        page.once("dialog", lambda dialog: answer(dialog, accept=True))
+        await switch.click()
+        # At once: the page reloads the status after the switch, not at its next poll.
+        await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
+        await expect(lottery.locator(".program-note")).to_contain_text("paused by anna (store IT)")
+        await expect(switch).to_have_text("Resume lottery")
+        reply = await station.request("CONSENT", "2", "L1", "LOTTERY", "Y")
+        assert reply[:2] == ["CONSENT_FAIL", "PROGRAM_PAUSED"]
+        await page.screenshot(path=tmp_path / "dashboard-paused.png")
 
-            page.once("dialog", lambda dialog: answer(dialog, accept=True))
-            await switch.click()
-            await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
-            assert (await station.request("CONSENT", "2", "L1", "LOTTERY", "Y"))[0] == (
-                "CONSENT_OK"
-            )
-        finally:
-            await connection.close()
+        page.once("dialog", lambda dialog: answer(dialog, accept=True))
+        await switch.click()
+        await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
+        assert (await station.request("CONSENT", "2", "L1", "LOTTERY", "Y"))[0] == "CONSENT_OK"
 
 
 @needs_browser
@@ -442,87 +429,84 @@ async def page_server(html: str) -> AsyncIterator[int]:
 
 @needs_browser
 async def test_a_page_on_a_rebound_name_can_neither_read_nor_pause(
-    tmp_path: Path, rebinding_browser: Browser
+    rebinding_browser: Browser, gw: Dashboard
 ) -> None:
-    async with dashboard(tmp_path) as gw:
-        port = gw.server.port
-        context = await rebinding_browser.new_context()
-        # The attacker's page is served for evil.example:<port> (the name still pointed at the
-        # attacker then); everything it asks for afterwards reaches the gateway at 127.0.0.1.
-        await context.route(
-            f"http://{EVIL}:{port}/cats",
-            lambda route: route.fulfill(
-                content_type="text/html", body=ATTACK_PAGE.replace("TARGET", '""')
-            ),
-        )
-        page = await context.new_page()
-        result = await attack(page, f"http://{EVIL}:{port}/cats")
-        assert result["status"] == 421, result
-        assert "S001" not in result["status_body"]
-        assert "admin.host_names" in result["status_body"]  # says what to do about it
-        for attempt in ("pause_json", "pause_no_cors", "retry"):
-            assert result[attempt] == 421, result
-        assert await lottery_state(gw) == "running"
+    port = gw.server.port
+    context = await rebinding_browser.new_context()
+    # The attacker's page is served for evil.example:<port> (the name still pointed at the
+    # attacker then); everything it asks for afterwards reaches the gateway at 127.0.0.1.
+    await context.route(
+        f"http://{EVIL}:{port}/cats",
+        lambda route: route.fulfill(
+            content_type="text/html", body=ATTACK_PAGE.replace("TARGET", '""')
+        ),
+    )
+    page = await context.new_page()
+    result = await attack(page, f"http://{EVIL}:{port}/cats")
+    assert result["status"] == 421, result
+    assert "S001" not in result["status_body"]
+    assert "admin.host_names" in result["status_body"]  # says what to do about it
+    for attempt in ("pause_json", "pause_no_cors", "retry"):
+        assert result[attempt] == 421, result
+    assert await lottery_state(gw) == "running"
 
-        # The real dashboard in the same browser still flips the switch both ways.
-        real = await context.new_page()
-        real.on("dialog", lambda dialog: dialog.accept())
-        await real.goto(gw.url + "/")
-        lottery = real.locator('[data-program="lottery"]')
-        await expect(lottery.locator(".program-state")).to_have_text("running")
-        await lottery.locator(".program-switch").click()
-        await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
-        assert await lottery_state(gw) == "paused"
-        await lottery.locator(".program-switch").click()
-        await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
-        assert await lottery_state(gw) == "running"
+    # The real dashboard in the same browser still flips the switch both ways.
+    real = await context.new_page()
+    real.on("dialog", lambda dialog: dialog.accept())
+    await real.goto(gw.url + "/")
+    lottery = real.locator('[data-program="lottery"]')
+    await expect(lottery.locator(".program-state")).to_have_text("running")
+    await lottery.locator(".program-switch").click()
+    await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
+    assert await lottery_state(gw) == "paused"
+    await lottery.locator(".program-switch").click()
+    await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
+    assert await lottery_state(gw) == "running"
 
 
 @needs_browser
 async def test_a_page_of_another_site_can_neither_read_nor_pause(
-    tmp_path: Path, rebinding_browser: Browser
+    rebinding_browser: Browser, gw: Dashboard
 ) -> None:
-    async with dashboard(tmp_path) as gw:
-        target = f'"{gw.url}"'
-        async with page_server(ATTACK_PAGE.replace("TARGET", target)) as evil_port:
-            page = await (await rebinding_browser.new_context()).new_page()
-            result = await attack(page, f"http://{EVIL}:{evil_port}/")
-        # The browser keeps the answers from the page, and the gateway refuses the POSTs it
-        # lets through (no-cors) because they come from another origin.
-        assert result["status"] == "blocked", result
-        assert result["pause_json"] == "blocked" and result["retry"] == "blocked", result
-        assert result["pause_no_cors"] == "opaque", result
-        assert await lottery_state(gw) == "running"
+    target = f'"{gw.url}"'
+    async with page_server(ATTACK_PAGE.replace("TARGET", target)) as evil_port:
+        page = await (await rebinding_browser.new_context()).new_page()
+        result = await attack(page, f"http://{EVIL}:{evil_port}/")
+    # The browser keeps the answers from the page, and the gateway refuses the POSTs it
+    # lets through (no-cors) because they come from another origin.
+    assert result["status"] == "blocked", result
+    assert result["pause_json"] == "blocked" and result["retry"] == "blocked", result
+    assert result["pause_no_cors"] == "opaque", result
+    assert await lottery_state(gw) == "running"
 
 
 @needs_browser
 async def test_the_page_says_why_the_gateway_refused_a_switch(
-    tmp_path: Path, browser: Browser
+    browser: Browser, gw: Dashboard
 ) -> None:
-    async with dashboard(tmp_path) as gw:
-        # The gateway's own refusal of a foreign origin (the browser will not let a test forge
-        # the Origin header), handed to the page as the answer to its switch.
-        async with httpx.AsyncClient(base_url=gw.url) as api:
-            refusal = await api.post(
-                "/programs/lottery/pause", json={}, headers={"Origin": f"http://{EVIL}"}
-            )
-        assert refusal.status_code == 403
-
-        async def refused(route: Route) -> None:
-            await route.fulfill(
-                status=refusal.status_code, content_type="application/json", body=refusal.text
-            )
-
-        context = await browser.new_context()
-        await context.route("**/programs/**", refused)
-        page = await context.new_page()
-        page.on("dialog", lambda dialog: dialog.accept())
-        await page.goto(gw.url)
-        await page.locator('[data-program="lottery"] .program-switch').click()
-        await expect(page.locator("#alert")).to_contain_text(
-            "answered 403: a page of another site cannot change this gateway"
+    # The gateway's own refusal of a foreign origin (the browser will not let a test forge
+    # the Origin header), handed to the page as the answer to its switch.
+    async with httpx.AsyncClient(base_url=gw.url) as api:
+        refusal = await api.post(
+            "/programs/lottery/pause", json={}, headers={"Origin": f"http://{EVIL}"}
         )
-        assert await lottery_state(gw) == "running"
+    assert refusal.status_code == 403
+
+    async def refused(route: Route) -> None:
+        await route.fulfill(
+            status=refusal.status_code, content_type="application/json", body=refusal.text
+        )
+
+    context = await browser.new_context()
+    await context.route("**/programs/**", refused)
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    await page.goto(gw.url)
+    await page.locator('[data-program="lottery"] .program-switch').click()
+    await expect(page.locator("#alert")).to_contain_text(
+        "answered 403: a page of another site cannot change this gateway"
+    )
+    assert await lottery_state(gw) == "running"
 
 
 def test_the_dashboard_screenshot_in_the_docs_exists() -> None:
@@ -532,26 +516,20 @@ def test_the_dashboard_screenshot_in_the_docs_exists() -> None:
 
 
 @needs_browser
-async def test_the_page_shows_a_clock_behind_the_registers(
-    tmp_path: Path, browser: Browser
-) -> None:
-    async with dashboard(tmp_path) as gw:
-        page = await open_page(browser, gw.url)
-        await expect(page.locator("#clock")).to_have_text("ok")
-        await expect(page.locator("#database")).to_have_text("writable")
-        connection, station = await register(gw.daemon, 4)
-        try:
-            far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y%m%d")
-            reply = await station.request(
-                "POST", "4", "1", "77", far, "", "5.00", "5.00", "1*1*5.00", ""
-            )
-            assert reply[:2] == ["ERROR", "BAD_FIELD"]
-        finally:
-            await connection.close()
-        clock = page.locator("#clock")
-        await expect(clock).to_contain_text("behind the registers")
-        await expect(clock).to_contain_text(far[:4] + "-" + far[4:6] + "-" + far[6:])
-        await expect(clock).to_have_class("bad")
+async def test_the_page_shows_a_clock_behind_the_registers(browser: Browser, gw: Dashboard) -> None:
+    page = await open_page(browser, gw.url)
+    await expect(page.locator("#clock")).to_have_text("ok")
+    await expect(page.locator("#database")).to_have_text("writable")
+    async with workstation(gw.daemon, 4) as station:
+        far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y%m%d")
+        reply = await station.request(
+            "POST", "4", "1", "77", far, "", "5.00", "5.00", "1*1*5.00", ""
+        )
+        assert reply[:2] == ["ERROR", "BAD_FIELD"]
+    clock = page.locator("#clock")
+    await expect(clock).to_contain_text("behind the registers")
+    await expect(clock).to_contain_text(far[:4] + "-" + far[4:6] + "-" + far[6:])
+    await expect(clock).to_have_class("bad")
 
 
 # ---- a gateway that does not answer ----------------------------------------------------------
@@ -588,60 +566,55 @@ async def last_answer_clock(page: Page) -> str:
 
 @needs_browser
 async def test_problems_are_in_view_at_1024x768_and_a_stopped_gateway_is_unreachable(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, browser: Browser, gw: Dashboard
 ) -> None:
-    async with dashboard(tmp_path) as gw:
-        assert gw.daemon.store is not None
-        await gw.daemon.store.upsert_members([member_record("M1")])
-        connection, station = await register(gw.daemon, 4)
-        try:
-            assert (await post(station, 4, 1, member="M1"))[0] == "POST_OK"
-        finally:
-            await connection.close()
-        await dead_letter_one_event(gw.daemon)
+    await gw.add_member("M1")
+    async with workstation(gw.daemon, 4) as station:
+        assert (await post(station, 4, 1, member="M1"))[0] == "POST_OK"
+    await dead_letter_one_event(gw.daemon)
 
-        page = await open_page(browser, gw.url, viewport=VIEWPORT)
-        await expect(page.locator("#dead-letters")).to_have_text("1")
-        await expect(page.locator("#retry-dead-letters")).to_be_visible()
-        await expect(page.locator("body")).to_have_attribute("data-gateway", "answering")
-        await expect(page.locator("#unreachable")).to_be_hidden()
-        # The Problems panel, its retry button included, without scrolling.
-        await assert_in_view(page, "#problems")
-        await assert_in_view(page, "#retry-dead-letters")
-        assert await colour(page, "#dead-letters") != GREY
-        await page.screenshot(path=tmp_path / "dashboard-answering.png")
+    page = await open_page(browser, gw.url, viewport=VIEWPORT)
+    await expect(page.locator("#dead-letters")).to_have_text("1")
+    await expect(page.locator("#retry-dead-letters")).to_be_visible()
+    await expect(page.locator("body")).to_have_attribute("data-gateway", "answering")
+    await expect(page.locator("#unreachable")).to_be_hidden()
+    # The Problems panel, its retry button included, without scrolling.
+    await assert_in_view(page, "#problems")
+    await assert_in_view(page, "#retry-dead-letters")
+    assert await colour(page, "#dead-letters") != GREY
+    await page.screenshot(path=tmp_path / "dashboard-answering.png")
 
-        await gw.server.stop()  # the admin API is gone: connections are refused
+    await gw.server.stop()  # the admin API is gone: connections are refused
 
-        banner = page.locator("#unreachable")
-        await expect(banner).to_be_visible()
-        await expect(banner).to_contain_text("UNREACHABLE")
-        await expect(banner).to_contain_text("no connection")
-        await expect(page.locator("body")).to_have_attribute("data-gateway", "unreachable")
-        # The badge no longer shows central's last state, and says when the last answer came.
-        badge = page.locator("#central-state")
-        await expect(badge).to_have_text("UNREACHABLE")
-        assert await colour(page, "#central-state", "backgroundColor") == "rgb(61, 65, 71)"
-        clock = await last_answer_clock(page)
-        await expect(banner).to_contain_text(f"last answer at {clock}")
-        await expect(page.locator("#central-since")).to_contain_text(f"last answer at {clock}")
-        # Its age goes on counting (no frozen "0 s ago"): at least 2 s by the next polls.
-        await expect(banner).to_contain_text(re.compile(r"\((?:[2-9]|\d{2,}) s ago\)"))
-        # What the page still shows is greyed: times and figures of the last answer.
-        for selector in ("#central-since", "#updated", "#uptime", "#dead-letters", "#storage"):
-            assert await colour(page, selector) == GREY, selector
-        assert await colour(page, '[data-program="lottery"] .program-state', "backgroundColor") == (
-            GREY
-        )
-        # Nothing can be switched while nobody answers.
-        await expect(page.locator('[data-program="lottery"] .program-switch')).to_be_disabled()
-        await expect(page.locator("#retry-dead-letters")).to_be_disabled()
-        # On top of the page, and Problems still in view below it.
-        await assert_in_view(page, "#unreachable")
-        banner_box = await banner.bounding_box()
-        assert banner_box is not None and banner_box["y"] == 0
-        await assert_in_view(page, "#problems")
-        await page.screenshot(path=tmp_path / "dashboard-unreachable.png")
+    banner = page.locator("#unreachable")
+    await expect(banner).to_be_visible()
+    await expect(banner).to_contain_text("UNREACHABLE")
+    await expect(banner).to_contain_text("no connection")
+    await expect(page.locator("body")).to_have_attribute("data-gateway", "unreachable")
+    # The badge no longer shows central's last state, and says when the last answer came.
+    badge = page.locator("#central-state")
+    await expect(badge).to_have_text("UNREACHABLE")
+    assert await colour(page, "#central-state", "backgroundColor") == "rgb(61, 65, 71)"
+    clock = await last_answer_clock(page)
+    await expect(banner).to_contain_text(f"last answer at {clock}")
+    await expect(page.locator("#central-since")).to_contain_text(f"last answer at {clock}")
+    # Its age goes on counting (no frozen "0 s ago"): at least 2 s by the next polls.
+    await expect(banner).to_contain_text(re.compile(r"\((?:[2-9]|\d{2,}) s ago\)"))
+    # What the page still shows is greyed: times and figures of the last answer.
+    for selector in ("#central-since", "#updated", "#uptime", "#dead-letters", "#storage"):
+        assert await colour(page, selector) == GREY, selector
+    assert await colour(page, '[data-program="lottery"] .program-state', "backgroundColor") == (
+        GREY
+    )
+    # Nothing can be switched while nobody answers.
+    await expect(page.locator('[data-program="lottery"] .program-switch')).to_be_disabled()
+    await expect(page.locator("#retry-dead-letters")).to_be_disabled()
+    # On top of the page, and Problems still in view below it.
+    await assert_in_view(page, "#unreachable")
+    banner_box = await banner.bounding_box()
+    assert banner_box is not None and banner_box["y"] == 0
+    await assert_in_view(page, "#problems")
+    await page.screenshot(path=tmp_path / "dashboard-unreachable.png")
 
 
 @needs_browser

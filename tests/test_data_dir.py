@@ -70,16 +70,21 @@ def text_of(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+async def run_once(data_dir: Path, spawn: Spawn) -> Path:
+    """The samples imported, a gateway run on them and stopped; its database."""
+    await import_samples(data_dir)
+    first = await spawn()
+    await first.terminate()
+    return data_dir / "gateway.db"
+
+
 # ---- a store never starts again empty ---------------------------------------------------------
 
 
 async def test_a_zero_length_database_is_refused_and_new_store_is_explicit(
     data_dir: Path, spawn: Spawn
 ) -> None:
-    await import_samples(data_dir)
-    first = await spawn()
-    await first.terminate()
-    db = data_dir / "gateway.db"
+    db = await run_once(data_dir, spawn)
     db.write_bytes(b"")  # what a bad restore, a full disk or a stray `>` leaves behind
     for name in ("gateway.db-wal", "gateway.db-shm"):
         (data_dir / name).unlink(missing_ok=True)
@@ -142,10 +147,7 @@ def make_unwritable(db: Path) -> None:
 async def test_a_database_the_service_cannot_write_fails_start_and_doctor_naming_the_fix(
     data_dir: Path, spawn: Spawn
 ) -> None:
-    await import_samples(data_dir)
-    first = await spawn()
-    await first.terminate()
-    db = data_dir / "gateway.db"
+    db = await run_once(data_dir, spawn)
     make_unwritable(db)
     code, out = await run_to_exit(data_dir, "run", prefix=without_root_powers())
     assert code == 1

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import Clock, RunningGateway, events, sample_members
+from conftest import Clock, RunningGateway, cap_database, events, sample_members
 from gateway_process import GatewayProcess, Spawn, import_samples
 from waiting import until
 
@@ -72,8 +72,7 @@ async def test_a_full_disk_keeps_identifications_in_memory_counted_and_stores_th
     gateway: RunningGateway,
 ) -> None:
     store = gateway.store
-    pages = await store.writer.run_on_thread(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
-    await store.writer.run_on_thread(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    await cap_database(store)
     connection = await gateway.connect()
     try:
         station = connection.workstation(2)
@@ -107,10 +106,7 @@ async def test_beyond_the_bound_the_oldest_are_dropped_counted_and_logged(
     try:
         await store.upsert_members(sample_members())
         service = Gateway(store, ServiceOptions(store_id="S001"), clock=Clock())
-        pages = await store.writer.run_on_thread(
-            lambda c: c.execute("PRAGMA page_count").fetchone()[0]
-        )
-        await store.writer.run_on_thread(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+        await cap_database(store)
         for _ in range(150):
             await service.identify(IdentRequest(1, 1, 0, CARD))
 

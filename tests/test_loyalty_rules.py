@@ -200,9 +200,7 @@ async def test_rules_from_the_store_shape_post_ok_over_the_socket(
         category_multipliers={"coffee": "1.5"},
         excluded_categories=["tobacco"],
     )
-    connection = await gateway.connect()
-    station = connection.workstation(3)
-    try:
+    async with gateway.workstation(3) as station:
         # M1 is GOLD: 10.00 coffee x1.5 + 10.00 tobacco x0 = 15, x2 for GOLD = 30 points.
         reply = await station.request(
             "POST", "3", "1", "71", DATE, "M1", "20.00", "20.00", "1*1001*10.00;1*2001*10.00", ""
@@ -211,15 +209,11 @@ async def test_rules_from_the_store_shape_post_ok_over_the_socket(
         events = await store.outbox_events()
         posted = [e for e in events if e.type == "check.posted"][-1]
         assert posted.payload["rules_version"] == "v2"
-    finally:
-        await connection.close()
 
 
 async def test_a_birthday_earns_the_birthday_multiplier(gateway: RunningGateway) -> None:
     await publish(gateway.store, birthday_multiplier="3")
-    connection = await gateway.connect()
-    station = connection.workstation(3)
-    try:
+    async with gateway.workstation(3) as station:
         # M2 (Ben, lottery) has his birthday on 11-24; M1 on 04-17: post on their days.
         on_day = await station.request(
             "POST", "3", "1", "81", "20260417", "M1", "10.00", "10.00", "", ""
@@ -228,16 +222,12 @@ async def test_a_birthday_earns_the_birthday_multiplier(gateway: RunningGateway)
             "POST", "3", "1", "82", DATE, "M1", "10.00", "10.00", "", ""
         )
         assert (on_day[1], other_day[1]) == ("30", "10")
-    finally:
-        await connection.close()
 
 
 async def test_a_lottery_month_carries_the_wallet_over_and_counts_tickets_per_month(
     gateway: RunningGateway,
 ) -> None:
-    connection = await gateway.connect()
-    station = connection.workstation(3)
-    try:
+    async with gateway.workstation(3) as station:
         # M2: lottery with consent, wallet 30, ticket price 50.
         first = await station.request(
             "POST", "3", "1", "91", "20261031", "M2", "45.00", "45.00", "", ""
@@ -251,8 +241,6 @@ async def test_a_lottery_month_carries_the_wallet_over_and_counts_tickets_per_mo
         assert second[1:5] == ["30", "40", "1", "5"]  # the wallet crossed into November
         assert "Tickets this month     1" in second[5:]  # a new month's count
         assert "Wallet points          5" in second[5:]
-    finally:
-        await connection.close()
 
 
 # ---- the stop switch -----------------------------------------------------------------------------
@@ -261,10 +249,8 @@ async def test_a_lottery_month_carries_the_wallet_over_and_counts_tickets_per_mo
 async def test_the_stop_switch_takes_effect_on_the_very_next_request(
     gateway: RunningGateway,
 ) -> None:
-    connection = await gateway.connect()
-    station = connection.workstation(3)
     lottery_card = "6001000000000002"  # M2
-    try:
+    async with gateway.workstation(3) as station:
         assert (await station.request("IDENT", "3", "1", "0", lottery_card))[5] == "LOTTERY"
         await gateway.store.set_program_paused("lottery", True, by="test")
         assert (await station.request("IDENT", "3", "1", "0", lottery_card))[5] == "POINTS"
@@ -281,15 +267,11 @@ async def test_the_stop_switch_takes_effect_on_the_very_next_request(
         # Central can pause it too, through the rules document.
         await publish(gateway.store, programs={"lottery": {"paused": True}})
         assert (await station.request("IDENT", "3", "1", "0", lottery_card))[5] == "POINTS"
-    finally:
-        await connection.close()
 
 
 async def test_nothing_else_slows_down_while_the_switch_is_flipped(
     gateway: RunningGateway,
 ) -> None:
-    connection = await gateway.connect()
-    station = connection.workstation(4)
     flips = 0
 
     async def flipper() -> None:
@@ -298,7 +280,7 @@ async def test_nothing_else_slows_down_while_the_switch_is_flipped(
             await gateway.store.set_program_paused("lottery", n % 2 == 0, by="test")
             flips += 1
 
-    try:
+    async with gateway.workstation(4) as station:
         flipping = asyncio.create_task(flipper())
         answers = [
             await station.request("IDENT", "4", "1", "0", "6001000000000001") for _ in range(40)
@@ -306,8 +288,6 @@ async def test_nothing_else_slows_down_while_the_switch_is_flipped(
         await flipping
         assert all(a[0] == "IDENT_OK" and a[5] == "POINTS" for a in answers)
         assert flips == 40
-    finally:
-        await connection.close()
 
 
 async def test_the_admin_api_pauses_and_resumes_the_lottery(tmp_path: Any) -> None:
@@ -401,9 +381,7 @@ def test_receipt_amounts_follow_the_store_locale(
 async def test_a_coupon_check_shows_the_saving_and_reports_the_coupon_origin(
     gateway: RunningGateway,
 ) -> None:
-    connection = await gateway.connect()
-    station = connection.workstation(3)
-    try:
+    async with gateway.workstation(3) as station:
         coupon = await station.request("COUPON", "3", "301", "M1", "WELCOME5", "27.40")
         posted = await station.request(
             "POST", "3", "1", "301", DATE, "M1", "27.40", "22.40", "1*1001*27.40", coupon[1]
@@ -412,5 +390,3 @@ async def test_a_coupon_check_shows_the_saving_and_reports_the_coupon_origin(
         assert "You saved".ljust(19) + "€5.00" in posted[5:]
         redeemed = [e for e in await gateway.store.outbox_events() if e.type == "coupon.redeemed"]
         assert redeemed[-1].payload["origin"] == "campaign"
-    finally:
-        await connection.close()

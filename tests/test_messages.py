@@ -10,20 +10,16 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from service_requests import consent_req, coupon_req, ident, post_req, void_req
 
 from gateway.domain.models import (
     ConsentOk,
-    ConsentRequest,
     CouponOk,
-    CouponRequest,
     CouponVoidOk,
-    CouponVoidRequest,
     IdentOk,
-    IdentRequest,
     Item,
     Pong,
     PostOk,
-    PostRequest,
     Refusal,
 )
 from gateway.domain.names import CommandName
@@ -79,22 +75,25 @@ WIRE = {
 # A well-formed request of each command, and what it parses to.
 GOOD: dict[str, tuple[tuple[str, ...], Any]] = {
     "PING": ((), None),
-    "IDENT": (("7", "1", "1001", "6001000000000001"), IdentRequest(7, 1, 1001, "6001000000000001")),
-    "COUPON": (("7", "0", "M1", "SAVE5", "20.40"), CouponRequest(7, 0, "M1", "SAVE5", 2040)),
-    "COUPON_VOID": (("7", "1001", "C1"), CouponVoidRequest(7, 1001, "C1")),
-    "CONSENT": (("7", "M1", "LOTTERY", "N"), ConsentRequest(7, "M1", "LOTTERY", join=False)),
+    "IDENT": (
+        ("7", "1", "1001", "6001000000000001"),
+        ident("6001000000000001", wsid=7, rvc=1, check=1001),
+    ),
+    "COUPON": (("7", "0", "M1", "SAVE5", "20.40"), coupon_req("SAVE5", 0, "M1", 2040, wsid=7)),
+    "COUPON_VOID": (("7", "1001", "C1"), void_req("C1", 1001, wsid=7)),
+    "CONSENT": (("7", "M1", "LOTTERY", "N"), consent_req("M1", join=False, wsid=7)),
     "POST": (
         ("7", "1", "1001", "20261123", "", "20.40", "15.40", "2*1001*7.00;1*1002*13.40", "C1;C2"),
-        PostRequest(
-            7,
-            1,
+        post_req(
             1001,
-            dt.date(2026, 11, 23),
             None,
-            2040,
             1540,
-            (Item(2000, 1001, 700), Item(1000, 1002, 1340)),
-            ("C1", "C2"),
+            subtotal=2040,
+            items=(Item(2000, 1001, 700), Item(1000, 1002, 1340)),
+            coupons=("C1", "C2"),
+            wsid=7,
+            rvc=1,
+            date=dt.date(2026, 11, 23),
         ),
     ),
 }

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import serial_asyncio_fast
 from conformance.infra import Mosquitto, PtyPair
-from conformance.registers import MqttRegister, SimRegister
+from conformance.registers import MqttRegister, SimRegister, on_serial_line
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -179,10 +178,7 @@ async def test_a_running_gateway_exports_protocol_errors_sync_process_and_build_
                     return serial.lines[0].state == "open"
 
                 await until(line_open, within_s=30, what="serial line open")
-                end = str(line.register_end)
-                serial_register = SimRegister(
-                    7, lambda: serial_asyncio_fast.open_serial_connection(url=end, baudrate=115200)
-                )
+                serial_register = on_serial_line(7, line.register_end)
                 await serial_register.connect()
                 damaged = with_bad_checksum(encode_frame(b"   7LOYAL", 1, ["PING"]))
                 reply = await serial_register.send_raw(damaged, seq=1)

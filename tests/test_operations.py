@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import RunningGateway
+from conftest import RunningGateway, identified_events
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -264,24 +264,12 @@ async def test_dead_letters_can_be_listed_and_retried(tmp_path: Path) -> None:
 
 
 async def test_drain_sends_the_backlog_when_the_gateway_is_not_running(tmp_path: Path) -> None:
-    from gateway.domain.ids import new_ulid
-    from gateway.domain.models import OutboxEvent
     from gateway.store.store import Store
     from sync.central import ReferenceServer
 
     data_dir = tmp_path / "data"
     store = await Store.open(data_dir / "gateway.db")
-    await store.append_events(
-        [
-            OutboxEvent(
-                new_ulid(),
-                "member.identified",
-                "2026-11-23T10:00:00.000000Z",
-                {"store_id": "S001", "member_id": "M1", "wsid": 1, "rvc": 1, "check": n},
-            )
-            for n in range(1200)
-        ]
-    )
+    await store.append_events(identified_events(1200))
     await store.close()
     async with ReferenceServer() as central:
         code, _, err = await cli(

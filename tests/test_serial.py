@@ -12,70 +12,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import serial_asyncio_fast
+from conformance.harness import SerialBench as Bench
 from conformance.harness import opened
-from conformance.infra import GatewayLog, PtyPair
+from conformance.infra import GatewayLog
 from conformance.registers import SimRegister
 from waiting import until
 
 from gateway.service import Gateway
 from pos_adapters.sim.codec import ACK, NAK, encode_frame
 from pos_adapters.sim.serial import LineSettings, SerialAdapter, SerialLine
-from pos_adapters.sim.session import SimResponder
 
 CARD = "6001000000000001"
 
 
-class Bench:
-    """Serial lines on a test bench: pty pairs, the adapter serving them, registers on them."""
-
-    def __init__(self, service: Gateway, directory: Path) -> None:
-        self.responder = SimResponder(service)
-        self.directory = directory
-        self.pairs: list[PtyPair] = []
-        self.adapters: list[SerialAdapter] = []
-        self.registers: list[SimRegister] = []
-
-    async def pair(self, name: str, *, start: bool = True) -> PtyPair:
-        pair = PtyPair(self.directory, name)
-        if start:
-            await pair.start()
-        self.pairs.append(pair)
-        return pair
-
-    async def adapter(self, *pairs: PtyPair, read_timeout_s: float = 30.0) -> SerialAdapter:
-        adapter = SerialAdapter(
-            self.responder,
-            [LineSettings(str(pair.gateway_end), baudrate=115200) for pair in pairs],
-            read_timeout_s=read_timeout_s,
-            reopen_first_s=0.01,
-            reopen_max_s=0.05,
-        )
-        self.adapters.append(adapter)
-        await adapter.start()
-        return adapter
-
-    async def register(self, pair: PtyPair, wsid: int = 7) -> SimRegister:
-        end = str(pair.register_end)
-        register = SimRegister(
-            wsid, lambda: serial_asyncio_fast.open_serial_connection(url=end, baudrate=115200)
-        )
-        await register.connect()
-        self.registers.append(register)
-        return register
-
-    async def close(self) -> None:
-        for adapter in self.adapters:
-            await adapter.stop(grace_s=1.0)
-        for register in self.registers:
-            await register.close()
-        for pair in self.pairs:
-            await pair.stop()
-
-
 @pytest.fixture
 async def bench(service: Gateway, tmp_path: Path) -> AsyncIterator[Bench]:
-    made = Bench(service, tmp_path / "serial")
+    """Lines that reopen quickly after a port comes back."""
+    made = Bench(service, tmp_path / "serial", reopen_first_s=0.01, reopen_max_s=0.05)
     yield made
     await made.close()
 

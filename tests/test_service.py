@@ -16,19 +16,15 @@ from conftest import STORE_ID, Clock, coupon_record, member_record, sample_coupo
 from conftest import sample_members as load_sample_members
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from service_requests import DATE, consent_req, coupon_req, ident, post_req, void_req
 
 from gateway.domain.models import (
     ConsentOk,
-    ConsentRequest,
     CouponOk,
-    CouponRequest,
     CouponVoidOk,
-    CouponVoidRequest,
-    IdentRequest,
     Item,
     OutboxEvent,
     PostOk,
-    PostRequest,
     Refusal,
 )
 from gateway.domain.reasons import Reason
@@ -37,56 +33,12 @@ from gateway.store.store import Store
 
 T = TypeVar("T")
 
-DATE = dt.date(2026, 11, 23)
 M1_CARD = "6001000000000001"
 M2_CARD = "6001000000000002"
 M5_CARD = "6001000000000005"
 TTL = dt.timedelta(hours=2)
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
-
-
-def ident(token: str) -> IdentRequest:
-    return IdentRequest(wsid=1, rvc=2, check=0, token=token)
-
-
-def coupon_req(
-    code: str, check: int, member_id: str | None = None, subtotal: int = 10_000, wsid: int = 1
-) -> CouponRequest:
-    return CouponRequest(wsid=wsid, check=check, member_id=member_id, code=code, subtotal=subtotal)
-
-
-def void_req(ref: str, check: int = 1) -> CouponVoidRequest:
-    return CouponVoidRequest(wsid=1, check=check, coupon_ref=ref)
-
-
-def consent_req(member_id: str, join: bool) -> ConsentRequest:
-    return ConsentRequest(wsid=1, member_id=member_id, program="LOTTERY", join=join)
-
-
-def post_req(
-    check: int,
-    member_id: str | None = "M1",
-    total: int = 2240,
-    *,
-    subtotal: int | None = None,
-    coupons: tuple[str, ...] = (),
-    items: tuple[Item, ...] = (),
-    wsid: int = 1,
-    rvc: int = 2,
-    date: dt.date = DATE,
-) -> PostRequest:
-    return PostRequest(
-        wsid=wsid,
-        rvc=rvc,
-        check=check,
-        business_date=date,
-        member_id=member_id,
-        subtotal=total if subtotal is None else subtotal,
-        total=total,
-        items=items,
-        coupon_refs=coupons,
-    )
 
 
 async def events_of(store: Store, kind: str) -> list[OutboxEvent]:
@@ -103,6 +55,14 @@ def redeemed_count(store: Store, code: str) -> int:
         return int(row[0])
     finally:
         conn.close()
+
+
+async def redeemed_ref(store: Store, code: str) -> str:
+    """The ref of the one use of `code` redeemed: one in the table, one event."""
+    assert redeemed_count(store, code) == 1
+    [redeemed] = await events_of(store, "coupon.redeemed")
+    ref: str = redeemed.payload["coupon_ref"]
+    return ref
 
 
 async def ok(answer: Awaitable[T | Refusal]) -> T:
@@ -137,7 +97,7 @@ async def test_identify_unknown_card_is_refused(service: Gateway) -> None:
 
 
 async def test_identify_writes_a_member_identified_event(service: Gateway, store: Store) -> None:
-    await ok(service.identify(IdentRequest(wsid=7, rvc=3, check=42, token=M1_CARD)))
+    await ok(service.identify(ident(M1_CARD, wsid=7, rvc=3, check=42)))
     await store.append_events([])  # the event rides with the next commit
     [event] = await events_of(store, "member.identified")
     assert event.payload == {
@@ -762,9 +722,7 @@ async def test_a_late_post_of_an_expired_reservation_does_not_take_a_use_held_el
     b = await ok(service.check_coupon(coupon_req("REWARD-M5", 2, "M5")))
     await ok(service.post_check(post_req(1, "M5", coupons=(a.coupon_ref,))))
     await ok(service.post_check(post_req(2, "M5", coupons=(b.coupon_ref,))))
-    assert redeemed_count(store, "REWARD-M5") == 1
-    [redeemed] = await events_of(store, "coupon.redeemed")
-    assert redeemed.payload["coupon_ref"] == b.coupon_ref
+    assert await redeemed_ref(store, "REWARD-M5") == b.coupon_ref
     late, on_time = await events_of(store, "check.posted")
     assert late.payload["coupons"] == [] and late.payload["refused_coupon_refs"] == [a.coupon_ref]
     assert on_time.payload["coupons"] == ["REWARD-M5"]
@@ -778,9 +736,7 @@ async def test_a_late_post_of_an_expired_reservation_redeems_a_use_nobody_took(
     clock.advance(seconds=TTL.total_seconds() + 1)
     assert await service.release_expired_reservations() == 1
     await ok(service.post_check(post_req(1, "M5", coupons=(a.coupon_ref,))))
-    assert redeemed_count(store, "REWARD-M5") == 1
-    [redeemed] = await events_of(store, "coupon.redeemed")
-    assert redeemed.payload["coupon_ref"] == a.coupon_ref
+    assert await redeemed_ref(store, "REWARD-M5") == a.coupon_ref
     reason = await refused(service.check_coupon(coupon_req("REWARD-M5", 2, "M5")))
     assert reason == Reason.ALREADY_REDEEMED
 
@@ -791,9 +747,7 @@ async def test_posting_a_voided_ref_does_not_redeem_it(service: Gateway, store: 
     b = await ok(service.check_coupon(coupon_req("REWARD-M5", 2, "M5")))
     await ok(service.post_check(post_req(2, "M5", coupons=(b.coupon_ref,))))
     await ok(service.post_check(post_req(1, "M5", coupons=(a.coupon_ref,))))
-    assert redeemed_count(store, "REWARD-M5") == 1
-    [redeemed] = await events_of(store, "coupon.redeemed")
-    assert redeemed.payload["coupon_ref"] == b.coupon_ref
+    assert await redeemed_ref(store, "REWARD-M5") == b.coupon_ref
     posted = {e.payload["check"]: e.payload for e in await events_of(store, "check.posted")}
     assert posted[1]["refused_coupon_refs"] == [a.coupon_ref]
     # even with the coupon free again, a voided ref was taken off its check: it never redeems

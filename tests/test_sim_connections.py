@@ -18,10 +18,11 @@ import httpx
 import pytest
 from conftest import SAMPLE, RunningGateway
 from gateway_process import PYTHON, GatewayProcess, cli, gateway_env
-from waiting import until
+from sim_wire import raw_exchange
+from waiting import cancelled, until
 
 from gateway.service import Gateway
-from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.codec import encode_frame
 from pos_adapters.sim.register import RegisterConnection
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer, peer_address
@@ -78,9 +79,7 @@ async def running(task: Awaitable[None]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        background.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await background
+        await cancelled(background)
 
 
 @pytest.fixture
@@ -242,24 +241,9 @@ async def test_only_complete_frames_keep_a_connection_from_being_idle(service: G
 # ---- B. a replay goes only to the same request ---------------------------------------------------
 
 
-async def read_frames(reader: asyncio.StreamReader, count: int) -> list[Frame]:
-    decoder = FrameDecoder()
-    frames: list[Frame] = []
-    while len(frames) < count:
-        data = await asyncio.wait_for(reader.read(65536), 5)
-        assert data, "connection closed before the reply"
-        frames += [f for f in decoder.feed(data) if isinstance(f, Frame)]
-    return frames
-
-
 async def exchange(port: int, data: bytes) -> tuple[str, ...]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        (reply,) = await read_frames(reader, 1)
-        return reply.fields
-    finally:
-        writer.close()
+    (reply,) = await raw_exchange(port, data)
+    return reply.fields
 
 
 async def test_an_r_frame_with_other_fields_is_executed_not_answered_with_the_cache(

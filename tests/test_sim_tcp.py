@@ -11,35 +11,14 @@ import ipaddress
 
 import pytest
 from conftest import RunningGateway
+from sales import CARD, DATE, one_sale_each
+from sim_wire import raw_exchange, read_frames
 from waiting import until
 
-from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.codec import encode_frame
 from pos_adapters.sim.register import RegisterConnection
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer, peer_allowed
-
-CARD = "6001000000000001"  # M1, GOLD, 120 points
-DATE = "20261123"
-
-
-async def read_frames(reader: asyncio.StreamReader, count: int) -> list[Frame]:
-    decoder = FrameDecoder()
-    frames: list[Frame] = []
-    while len(frames) < count:
-        data = await asyncio.wait_for(reader.read(65536), 5)
-        assert data, "connection closed before the reply"
-        frames += [f for f in decoder.feed(data) if isinstance(f, Frame)]
-    return frames
-
-
-async def raw_exchange(port: int, data: bytes, replies: int = 1) -> list[Frame]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await read_frames(reader, replies)
-    finally:
-        writer.close()
 
 
 def frame(*fields: str, sid: bytes = b"  7LOYAL", seq: int = 1) -> bytes:
@@ -54,23 +33,7 @@ async def test_workstations_interleaved_on_one_connection_get_their_own_replies(
 ) -> None:
     connection = await gateway.connect()
     try:
-
-        async def register(wsid: int) -> tuple[int, list[str], list[str]]:
-            ws = connection.workstation(wsid)
-            ident = await ws.request("IDENT", str(wsid), "1", str(wsid), CARD)
-            total = f"{wsid}.00"
-            post = await ws.request(
-                "POST", str(wsid), "1", str(wsid), DATE, "M1", total, total, "", ""
-            )
-            return wsid, ident, post
-
-        results = await asyncio.gather(*(register(n) for n in range(1, 31)))
-        for wsid, ident, post in results:
-            assert ident[:2] == ["IDENT_OK", "M1"]
-            assert post[0] == "POST_OK" and post[1] == str(wsid)  # this register's own check
-        balances = sorted(int(post[2]) for _, _, post in results)
-        # Every post saw every earlier one: running totals of 120 + 1 + 2 + ... , no repeats.
-        assert len(set(balances)) == 30 and balances[-1] == 120 + sum(range(1, 31))
+        await one_sale_each({wsid: connection.workstation(wsid) for wsid in range(1, 31)})
         assert connection.unmatched == []
     finally:
         await connection.close()

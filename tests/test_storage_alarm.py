@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import RunningGateway
+from conftest import RunningGateway, cap_database
 from gateway_process import GatewayProcess, import_samples
 from waiting import until
 
@@ -25,8 +25,7 @@ async def test_a_coupon_that_fits_does_not_clear_the_alarm_while_checks_are_refu
     gateway: RunningGateway,
 ) -> None:
     store = gateway.store
-    used = await store.writer.run_on_thread(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
-    await store.writer.run_on_thread(lambda c: c.execute(f"PRAGMA max_page_count = {used + 60}"))
+    await cap_database(store, room_pages=60)
     connection = await gateway.connect()
     station = connection.workstation(6)
     try:
@@ -36,12 +35,7 @@ async def test_a_coupon_that_fits_does_not_clear_the_alarm_while_checks_are_refu
         assert reply[:2] == ["POST_FAIL", "STORAGE_FULL"]
         assert store.writer.storage_full
         # A few pages come free: enough for a coupon's reservation, not for a check.
-        pages = await store.writer.run_on_thread(
-            lambda c: c.execute("PRAGMA page_count").fetchone()[0]
-        )
-        await store.writer.run_on_thread(
-            lambda c: c.execute(f"PRAGMA max_page_count = {pages + 4}")
-        )
+        await cap_database(store, room_pages=4)
         for n in range(2):
             coupon = await station.request("COUPON", "6", str(100 + n), "", "TENOFF", "10.00")
             assert coupon[0] == "COUPON_OK"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import RunningGateway
+from conftest import RunningGateway, cap_database
 
 DATE = "20261123"
 ITEMS = ";".join(f"1*{1000 + n}*0.10" for n in range(400))  # a long check: ~10 KiB of events
@@ -19,10 +19,7 @@ def capped(pages: int) -> object:
 
 async def test_full_storage_answers_storage_full_and_recovers(gateway: RunningGateway) -> None:
     store = gateway.store
-    used = await store.writer.run_on_thread(
-        lambda c: int(c.execute("PRAGMA page_count").fetchone()[0])
-    )
-    await store.writer.run_on_thread(capped(used + 40))  # about 160 KiB of room
+    await cap_database(store, room_pages=40)  # about 160 KiB of room
     connection = await gateway.connect()
     station = connection.workstation(6)
     acknowledged: list[int] = []

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import NOW, STORE_ID, Clock, member_record, sample_members
+from conftest import NOW, STORE_ID, Clock, cap_database, member_record, sample_members
+from service_requests import DATE, post_req
 
 from gateway.domain.models import (
     IdentRequest,
     OutboxEvent,
     PostOk,
-    PostRequest,
     Refusal,
     Settlement,
 )
@@ -34,15 +34,9 @@ from gateway.store.store import (
 )
 from gateway.store.writer import PAGE_SIZE, WriterClosed
 
-DATE = dt.date(2026, 11, 23)
-
 
 def event(n: int, kind: str = "test.event") -> OutboxEvent:
     return OutboxEvent(f"EV{n:024d}", kind, utc_stamp(NOW), {"n": n})
-
-
-def post_req(check: int, member_id: str | None = "M1", total: int = 2240) -> PostRequest:
-    return PostRequest(1, 2, check, DATE, member_id, total, total, (), ())
 
 
 def query(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -256,8 +250,7 @@ def _append(e: OutboxEvent) -> Callable[[sqlite3.Connection], None]:
 async def test_a_full_database_refuses_posts_keeps_what_was_acknowledged_and_recovers(
     store: Store, service: Gateway
 ) -> None:
-    pages = await store.writer.run_on_thread(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
-    await store.writer.run_on_thread(lambda c: c.execute(f"PRAGMA max_page_count = {pages + 4}"))
+    await cap_database(store, room_pages=4)
     acknowledged: list[int] = []
     refusal: Refusal | None = None
     for check in range(1, 2000):

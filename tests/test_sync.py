@@ -7,7 +7,16 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from sync_harness import Admin, free_port, post, register, start_gateway
+from conftest import identified_events
+from sync_harness import (
+    Admin,
+    free_port,
+    post,
+    register,
+    start_gateway,
+    synced_gateway,
+    workstation,
+)
 from waiting import until
 
 from gateway.daemon import Daemon
@@ -65,86 +74,63 @@ async def test_central_down_for_the_whole_run_then_up_every_check_arrives_once(
 async def test_a_storm_of_errors_and_lost_acknowledgements_counts_each_check_once(
     tmp_path: Path,
 ) -> None:
-    async with ReferenceServer() as central:
-        admin = Admin(central)
-        await admin.faults(
-            error_rate=0.25, throttle_rate=0.15, retry_after="0", drop_after_commit_rate=0.3, seed=7
-        )
-        daemon = await start_gateway(tmp_path, central.url, central={"batch_size": 7})
-        try:
+    faults = dict(
+        error_rate=0.25, throttle_rate=0.15, retry_after="0", drop_after_commit_rate=0.3, seed=7
+    )
+    async with synced_gateway(tmp_path, faults, central={"batch_size": 7}) as (admin, daemon):
 
-            async def lane(wsid: int) -> set[int]:
-                connection, station = await register(daemon, wsid)
-                try:
-                    done = set()
-                    for n in range(40):
-                        check = wsid * 1000 + n
-                        assert (await post(station, wsid, check, member="M5"))[0] == "POST_OK"
-                        done.add(check)
-                    return done
-                finally:
-                    await connection.close()
+        async def lane(wsid: int) -> set[int]:
+            async with workstation(daemon, wsid) as station:
+                done = set()
+                for n in range(40):
+                    check = wsid * 1000 + n
+                    assert (await post(station, wsid, check, member="M5"))[0] == "POST_OK"
+                    done.add(check)
+                return done
 
-            posted = set().union(*await asyncio.gather(*(lane(w) for w in range(1, 6))))
-            await until(lambda: outbox_empty(daemon), within_s=60, what="outbox drained")
-            checks = await admin.checks()
-            assert {c["check"] for c in checks} == posted
-            stats = await admin.stats()
-            assert stats["duplicate_check_keys"] == 0
-            # The faults really happened, and the lost acknowledgements were resent.
-            assert stats["events"]["duplicate"].get("check.posted", 0) > 0
-            assert daemon.forwarder is not None and daemon.forwarder.stats.failures > 0
-            member = await admin.member("M5")
-            assert member["points_balance"] == 980 + 10 * len(posted)
-        finally:
-            await daemon.stop()
-            await admin.aclose()
+        posted = set().union(*await asyncio.gather(*(lane(w) for w in range(1, 6))))
+        await until(lambda: outbox_empty(daemon), within_s=60, what="outbox drained")
+        checks = await admin.checks()
+        assert {c["check"] for c in checks} == posted
+        stats = await admin.stats()
+        assert stats["duplicate_check_keys"] == 0
+        # The faults really happened, and the lost acknowledgements were resent.
+        assert stats["events"]["duplicate"].get("check.posted", 0) > 0
+        assert daemon.forwarder is not None and daemon.forwarder.stats.failures > 0
+        member = await admin.member("M5")
+        assert member["points_balance"] == 980 + 10 * len(posted)
 
 
 async def test_a_poison_event_in_a_batch_of_500_goes_to_dead_letters_and_the_rest_through(
     tmp_path: Path,
 ) -> None:
-    async with ReferenceServer() as central:
-        admin = Admin(central)
-        daemon = await start_gateway(tmp_path, central.url)
+    async with synced_gateway(tmp_path) as (admin, daemon):
         assert daemon.store is not None and daemon.forwarder is not None
-        try:
-            events = [
-                OutboxEvent(
-                    new_ulid(),
-                    "member.identified",
-                    "2026-11-23T10:00:00.000000Z",
-                    {"store_id": "S001", "member_id": "M1", "wsid": 1, "rvc": 1, "check": n},
-                )
-                for n in range(500)
-            ]
-            # A malformed event central refuses the whole batch for, and one it rejects alone.
-            events[137] = OutboxEvent(new_ulid(), "member.identified", "yesterday", {})
-            events[400] = OutboxEvent(
-                new_ulid(), "loyalty.teleported", "2026-11-23T10:00:00Z", {"store_id": "S001"}
-            )
-            await daemon.store.append_events(events)
-            await until(lambda: outbox_empty(daemon), within_s=30, what="outbox drained")
-            stats = await admin.stats()
-            assert stats["events"]["accepted"]["member.identified"] == 498
-            with sqlite3.connect(daemon.settings.database_path) as db:
-                dead = dict(db.execute("SELECT event_id, reason FROM dead_letters").fetchall())
-            assert set(dead) == {events[137].event_id, events[400].event_id}
-            assert "BAD_BATCH" in dead[events[137].event_id]
-            assert "UNKNOWN_TYPE" in dead[events[400].event_id]
-            assert daemon.forwarder.stats.split_batches >= 1
-        finally:
-            await daemon.stop()
-            await admin.aclose()
+        events = identified_events(500)
+        # A malformed event central refuses the whole batch for, and one it rejects alone.
+        events[137] = OutboxEvent(new_ulid(), "member.identified", "yesterday", {})
+        events[400] = OutboxEvent(
+            new_ulid(), "loyalty.teleported", "2026-11-23T10:00:00Z", {"store_id": "S001"}
+        )
+        await daemon.store.append_events(events)
+        await until(lambda: outbox_empty(daemon), within_s=30, what="outbox drained")
+        stats = await admin.stats()
+        assert stats["events"]["accepted"]["member.identified"] == 498
+        with sqlite3.connect(daemon.settings.database_path) as db:
+            dead = dict(db.execute("SELECT event_id, reason FROM dead_letters").fetchall())
+        assert set(dead) == {events[137].event_id, events[400].event_id}
+        assert "BAD_BATCH" in dead[events[137].event_id]
+        assert "UNKNOWN_TYPE" in dead[events[400].event_id]
+        assert daemon.forwarder.stats.split_batches >= 1
 
 
 async def test_receipt_and_central_balances_agree_including_while_events_are_pending(
     tmp_path: Path,
 ) -> None:
-    async with ReferenceServer() as central:
-        admin = Admin(central)
-        daemon = await start_gateway(tmp_path, central.url)
-        connection, station = await register(daemon, 2)
+    async with (
+        synced_gateway(tmp_path) as (admin, daemon),
+        workstation(daemon, 2) as station,
+    ):
         card = "6001000000000001"  # M1, 120 points at central
 
         async def gateway_balance() -> int:
@@ -154,29 +140,24 @@ async def test_receipt_and_central_balances_agree_including_while_events_are_pen
         async def central_balance() -> int:
             return int((await admin.member("M1"))["points_balance"])
 
-        try:
-            await until(lambda: _equals(gateway_balance, 120), what="snapshot")
-            receipt = await post(station, 2, 1, member="M1", total="22.40")
-            assert receipt[2] == "142"
-            await until(lambda: _equals(central_balance, 142), what="central applied")
-            # The refresh brings central's 142 with its balance_as_of: not 164.
-            await until(lambda: outbox_empty(daemon), within_s=30, what="delivered")
-            await daemon.refresher.refresh()  # type: ignore[union-attr]
-            assert await gateway_balance() == 142
+        await until(lambda: _equals(gateway_balance, 120), what="snapshot")
+        receipt = await post(station, 2, 1, member="M1", total="22.40")
+        assert receipt[2] == "142"
+        await until(lambda: _equals(central_balance, 142), what="central applied")
+        # The refresh brings central's 142 with its balance_as_of: not 164.
+        await until(lambda: outbox_empty(daemon), within_s=30, what="delivered")
+        await daemon.refresher.refresh()  # type: ignore[union-attr]
+        assert await gateway_balance() == 142
 
-            await admin.faults(down=True)  # central away: this check stays pending here
-            receipt = await post(station, 2, 2, member="M1", total="10.00")
-            assert receipt[2] == "152" and await gateway_balance() == 152
-            assert await central_balance() == 142
-            await admin.faults(down=False)
-            await until(lambda: _equals(central_balance, 152), what="pending applied")
-            await until(lambda: outbox_empty(daemon), within_s=30, what="delivered")
-            await daemon.refresher.refresh()  # type: ignore[union-attr]
-            assert await gateway_balance() == 152
-        finally:
-            await connection.close()
-            await daemon.stop()
-            await admin.aclose()
+        await admin.faults(down=True)  # central away: this check stays pending here
+        receipt = await post(station, 2, 2, member="M1", total="10.00")
+        assert receipt[2] == "152" and await gateway_balance() == 152
+        assert await central_balance() == 142
+        await admin.faults(down=False)
+        await until(lambda: _equals(central_balance, 152), what="pending applied")
+        await until(lambda: outbox_empty(daemon), within_s=30, what="delivered")
+        await daemon.refresher.refresh()  # type: ignore[union-attr]
+        assert await gateway_balance() == 152
 
 
 async def _equals(read: object, expected: int) -> bool:
@@ -185,37 +166,32 @@ async def _equals(read: object, expected: int) -> bool:
 
 
 async def test_changes_bring_new_members_deletions_and_rules(tmp_path: Path) -> None:
-    async with ReferenceServer() as central:
-        admin = Admin(central)
-        daemon = await start_gateway(tmp_path, central.url)
-        connection, station = await register(daemon, 4)
+    async with (
+        synced_gateway(tmp_path) as (admin, daemon),
+        workstation(daemon, 4) as station,
+    ):
         assert daemon.store is not None and daemon.refresher is not None
-        try:
-            await until(lambda: _known(station, "6001000000000002"), what="snapshot")
-            await admin.http.post(
-                "/_admin/members",
-                json=[{"member_id": "N1", "identifiers": ["NEW-1"], "display_name": "Nia"}],
-            )
-            await admin.http.delete("/_admin/members/M2")
-            await admin.http.put("/_admin/rules", json={"version": "2026-12", "points_per_unit": 2})
-            await until(lambda: _known(station, "NEW-1"), what="new member")
-            await until(lambda: _unknown(station, "6001000000000002"), what="deletion")
-            store = daemon.store
+        await until(lambda: _known(station, "6001000000000002"), what="snapshot")
+        await admin.http.post(
+            "/_admin/members",
+            json=[{"member_id": "N1", "identifiers": ["NEW-1"], "display_name": "Nia"}],
+        )
+        await admin.http.delete("/_admin/members/M2")
+        await admin.http.put("/_admin/rules", json={"version": "2026-12", "points_per_unit": 2})
+        await until(lambda: _known(station, "NEW-1"), what="new member")
+        await until(lambda: _unknown(station, "6001000000000002"), what="deletion")
+        store = daemon.store
 
-            def rules_version() -> str | None:
-                active = store.active_rules(dt.datetime.now(dt.UTC))
-                return active[0] if active else None
+        def rules_version() -> str | None:
+            active = store.active_rules(dt.datetime.now(dt.UTC))
+            return active[0] if active else None
 
-            # Each change may arrive on its own through the long poll: await the last one.
-            await until(lambda: rules_version() == "2026-12", what="the new rules")
-            assert daemon.service is not None
-            assert daemon.service.rules(dt.datetime.now(dt.UTC)).points_per_unit == 2
-            cursor = daemon.store.get_state("changes_cursor")
-            assert cursor  # kept across restarts, in SQLite
-        finally:
-            await connection.close()
-            await daemon.stop()
-            await admin.aclose()
+        # Each change may arrive on its own through the long poll: await the last one.
+        await until(lambda: rules_version() == "2026-12", what="the new rules")
+        assert daemon.service is not None
+        assert daemon.service.rules(dt.datetime.now(dt.UTC)).points_per_unit == 2
+        cursor = daemon.store.get_state("changes_cursor")
+        assert cursor  # kept across restarts, in SQLite
 
 
 async def _known(station: object, card: str) -> bool:
@@ -302,21 +278,15 @@ async def test_offline_policy_decides_and_a_later_conflict_is_recorded(tmp_path:
 
 
 async def test_heartbeats_reach_central(tmp_path: Path) -> None:
-    async with ReferenceServer() as central:
-        admin = Admin(central)
-        daemon = await start_gateway(tmp_path, central.url)
-        try:
+    async with synced_gateway(tmp_path) as (admin, _):
 
-            async def beat_seen() -> bool:
-                return "gw" in (await admin.stats())["heartbeats"]
+        async def beat_seen() -> bool:
+            return "gw" in (await admin.stats())["heartbeats"]
 
-            await until(beat_seen, what="heartbeat")
-            beat = (await admin.stats())["heartbeats"]["gw"]["heartbeat"]
-            assert beat["adapters"]["sim_tcp"]["state"] == "listening"
-            assert "queue_depth" in beat and beat["version"]
-        finally:
-            await daemon.stop()
-            await admin.aclose()
+        await until(beat_seen, what="heartbeat")
+        beat = (await admin.stats())["heartbeats"]["gw"]["heartbeat"]
+        assert beat["adapters"]["sim_tcp"]["state"] == "listening"
+        assert "queue_depth" in beat and beat["version"]
 
 
 async def test_the_catalog_is_sent_only_when_it_changed(tmp_path: Path) -> None:
@@ -324,21 +294,15 @@ async def test_the_catalog_is_sent_only_when_it_changed(tmp_path: Path) -> None:
 
     export = tmp_path / "menu.csv"
     export.write_text("Obj Num,Name,Price 1\n1001,Espresso,2.10\n1002,Latte,3.50\n")
-    async with ReferenceServer() as central:
-        admin = Admin(central)
-        daemon = await start_gateway(tmp_path, central.url)
+    async with synced_gateway(tmp_path) as (admin, daemon):
         assert daemon.store is not None and daemon.central is not None
-        try:
-            first = await push_catalog(daemon.store, daemon.central, export)
-            again = await push_catalog(daemon.store, daemon.central, export)
-            export.write_text("Obj Num,Name,Price 1\n1001,Espresso,2.20\n1002,Latte,3.50\n")
-            changed = await push_catalog(daemon.store, daemon.central, export)
-            assert (first.sent, again.sent, changed.sent) == (True, False, True)
-            catalog = (await admin.stats())["catalogs"]["S001"]
-            assert catalog["content_hash"] == changed.content_hash and catalog["products"] == 2
-        finally:
-            await daemon.stop()
-            await admin.aclose()
+        first = await push_catalog(daemon.store, daemon.central, export)
+        again = await push_catalog(daemon.store, daemon.central, export)
+        export.write_text("Obj Num,Name,Price 1\n1001,Espresso,2.20\n1002,Latte,3.50\n")
+        changed = await push_catalog(daemon.store, daemon.central, export)
+        assert (first.sent, again.sent, changed.sent) == (True, False, True)
+        catalog = (await admin.stats())["catalogs"]["S001"]
+        assert catalog["content_hash"] == changed.content_hash and catalog["products"] == 2
 
 
 async def test_status_and_metrics_show_the_queue_the_connection_and_the_requests(

@@ -90,6 +90,15 @@ def client_of(server: ReferenceServer) -> CentralClient:
     return CentralClient(central_settings(server.url), store_id="S001", gateway_id="gw")
 
 
+@contextlib.asynccontextmanager
+async def central_with(
+    config: ReferenceConfig,
+) -> AsyncIterator[tuple[ReferenceServer, CentralClient]]:
+    """The reference central as `config` has it, and a client of it."""
+    async with ReferenceServer(config) as central, client_of(central) as client:
+        yield central, client
+
+
 # ---- 1. a cursor that does not move -----------------------------------------------------------
 
 
@@ -165,79 +174,67 @@ def test_the_refreshers_default_share_is_the_configurations() -> None:
 
 
 async def test_an_empty_snapshot_keeps_the_cache_until_a_mass_removal_is_allowed(
-    tmp_path: Path, log_lines: io.StringIO
+    empty_store: Store, log_lines: io.StringIO
 ) -> None:
-    store = await Store.open(tmp_path / "gateway.db")
-    try:
-        async with (
-            ReferenceServer(ReferenceConfig(synthetic_members=40)) as full_central,
-            client_of(full_central) as client,
-        ):
-            await Refresher(store, client).full()
-        before = await store.counts()
-        assert before.members == 40 + SAMPLE_MEMBERS and before.coupons > 0
+    store = empty_store
+    async with central_with(ReferenceConfig(synthetic_members=40)) as (_, client):
+        await Refresher(store, client).full()
+    before = await store.counts()
+    assert before.members == 40 + SAMPLE_MEMBERS and before.coupons > 0
 
-        empty = ReferenceConfig(members_file=None, coupons_file=None)
-        async with ReferenceServer(empty) as empty_central, client_of(empty_central) as client:
-            refresher = Refresher(store, client, max_removal_share=0.5)
-            await refresher.full()
-            # Before the fix: every member and coupon was gone here.
-            after = await store.counts()
-            assert (after.members, after.coupons) == (before.members, before.coupons)
-            stats = refresher.stats
-            assert stats.removals_refused == 1 and stats.stale_members_removed == 0
-            kept = stats.refused_removal
-            assert kept is not None
-            assert (kept.members, kept.cached_members) == (before.members, before.members)
-            assert (kept.coupons, kept.cached_coupons) == (before.coupons, before.coupons)
-            (refusal,) = events(log_lines, "snapshot_removal_refused")
-            assert refusal["level"] == "error" and refusal["members"] == before.members
-            assert "--allow-mass-removal" in refusal["fix"]
-            assert store.get_state("snapshot_started_at") is None  # this snapshot is done
+    empty = ReferenceConfig(members_file=None, coupons_file=None)
+    async with central_with(empty) as (_, client):
+        refresher = Refresher(store, client, max_removal_share=0.5)
+        await refresher.full()
+        # Before the fix: every member and coupon was gone here.
+        after = await store.counts()
+        assert (after.members, after.coupons) == (before.members, before.coupons)
+        stats = refresher.stats
+        assert stats.removals_refused == 1 and stats.stale_members_removed == 0
+        kept = stats.refused_removal
+        assert kept is not None
+        assert (kept.members, kept.cached_members) == (before.members, before.members)
+        assert (kept.coupons, kept.cached_coupons) == (before.coupons, before.coupons)
+        (refusal,) = events(log_lines, "snapshot_removal_refused")
+        assert refusal["level"] == "error" and refusal["members"] == before.members
+        assert "--allow-mass-removal" in refusal["fix"]
+        assert store.get_state("snapshot_started_at") is None  # this snapshot is done
 
-            await refresher.full(allow_mass_removal=True)
-            after = await store.counts()
-            assert (after.members, after.coupons) == (0, 0)
-            assert stats.stale_members_removed == before.members
-            assert stats.stale_coupons_removed == before.coupons
-            assert stats.refused_removal is None
-            assert len(events(log_lines, "snapshot_mass_removal_allowed")) == 1
-            assert len(events(log_lines, "snapshot_removal_refused")) == 1
-    finally:
-        await store.close()
+        await refresher.full(allow_mass_removal=True)
+        after = await store.counts()
+        assert (after.members, after.coupons) == (0, 0)
+        assert stats.stale_members_removed == before.members
+        assert stats.stale_coupons_removed == before.coupons
+        assert stats.refused_removal is None
+        assert len(events(log_lines, "snapshot_mass_removal_allowed")) == 1
+        assert len(events(log_lines, "snapshot_removal_refused")) == 1
 
 
 async def test_a_removal_within_the_share_goes_through_and_one_above_it_waits(
-    tmp_path: Path,
+    empty_store: Store,
 ) -> None:
     """The limit is a share of each table: 3 of 8 members (0.375) waits under 0.3, goes under
     0.4."""
-    store = await Store.open(tmp_path / "gateway.db")
-    try:
-        async with (
-            ReferenceServer(ReferenceConfig(synthetic_members=3)) as central,
-            client_of(central) as client,
-        ):
-            await Refresher(store, client).full()
-            assert (await store.counts()).members == 3 + SAMPLE_MEMBERS
-            admin = httpx.AsyncClient(base_url=central.admin_url, timeout=10)
-            try:
-                for member in ("SYN0000001", "SYN0000002", "SYN0000003"):
-                    (await admin.delete(f"/_admin/members/{member}")).raise_for_status()
-            finally:
-                await admin.aclose()
-            # Their deletions are not in a snapshot: only the removal can drop them.
-            refresher = Refresher(store, client, max_removal_share=0.3)
-            await refresher.full()
-            assert refresher.stats.removals_refused == 1  # 3 of 8 is above 0.3
-            assert (await store.counts()).members == 3 + SAMPLE_MEMBERS
-            refresher = Refresher(store, client, max_removal_share=0.4)
-            await refresher.full()
-            assert refresher.stats.removals_refused == 0
-            assert refresher.stats.stale_members_removed == 3
-            assert (await store.counts()).members == SAMPLE_MEMBERS
-    finally:
-        await store.close()
+    store = empty_store
+    async with central_with(ReferenceConfig(synthetic_members=3)) as (central, client):
+        await Refresher(store, client).full()
+        assert (await store.counts()).members == 3 + SAMPLE_MEMBERS
+        admin = httpx.AsyncClient(base_url=central.admin_url, timeout=10)
+        try:
+            for member in ("SYN0000001", "SYN0000002", "SYN0000003"):
+                (await admin.delete(f"/_admin/members/{member}")).raise_for_status()
+        finally:
+            await admin.aclose()
+        # Their deletions are not in a snapshot: only the removal can drop them.
+        refresher = Refresher(store, client, max_removal_share=0.3)
+        await refresher.full()
+        assert refresher.stats.removals_refused == 1  # 3 of 8 is above 0.3
+        assert (await store.counts()).members == 3 + SAMPLE_MEMBERS
+        refresher = Refresher(store, client, max_removal_share=0.4)
+        await refresher.full()
+        assert refresher.stats.removals_refused == 0
+        assert refresher.stats.stale_members_removed == 3
+        assert (await store.counts()).members == SAMPLE_MEMBERS
 
 
 def _members(data_dir: Path) -> int:

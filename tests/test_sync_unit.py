@@ -14,19 +14,18 @@ import gzip
 import json
 import sqlite3
 import time as wall
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conformance.infra import GatewayLog
+from conftest import identified_events
 from gateway_process import cli
 from sync_harness import free_port
 
 from gateway.config import CentralSettings
-from gateway.domain.ids import new_ulid
-from gateway.domain.models import OutboxEvent
 from gateway.store.store import Store
 from sync.client import (
     CentralClient,
@@ -48,14 +47,21 @@ Answer = httpx.Response | Exception | Reply
 class Central:
     """Answers requests in the order scripted: a response, an exception to raise (no answer at
     all), or a function of the request. When the script is used up, `then` answers (if given);
-    a request nobody scripted fails the test. Every request is kept."""
+    a request nobody scripted fails the test. Every request is kept.
+
+    It offers no snapshot file: `GET .../snapshot` is answered 404 outside the script (and kept
+    apart, in `snapshot_requests`), as a central without one answers (DESIGN.md section 3)."""
 
     def __init__(self, *answers: Answer, then: Answer | None = None) -> None:
         self.answers = list(answers)
         self.then = then
         self.requests: list[httpx.Request] = []
+        self.snapshot_requests: list[httpx.Request] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/snapshot"):
+            self.snapshot_requests.append(request)
+            return httpx.Response(404, json={"error": "NOT_FOUND", "message": "no snapshot"})
         self.requests.append(request)
         if self.answers:
             answer = self.answers.pop(0)
@@ -135,23 +141,13 @@ def client_for(central: Central, **settings: Any) -> CentralClient:
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "gateway.db")
-    yield store
-    await store.close()
+def outbox(empty_store: Store) -> Store:
+    return empty_store
 
 
 async def queue(store: Store, count: int) -> list[str]:
     """`count` events in the outbox, oldest first; their ids."""
-    events = [
-        OutboxEvent(
-            new_ulid(),
-            "member.identified",
-            "2026-11-23T10:00:00.000000Z",
-            {"store_id": "S001", "member_id": "M1", "wsid": 1, "rvc": 1, "check": n},
-        )
-        for n in range(count)
-    ]
+    events = identified_events(count)
     await store.append_events(events)
     return [e.event_id for e in events]
 

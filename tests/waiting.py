@@ -1,11 +1,14 @@
 """The one way a test awaits a state the system reaches on its own (a drain, a reopened port, a
-timeout firing): poll the condition, and fail with what was awaited instead of hanging."""
+timeout firing): poll the condition, and fail with what was awaited instead of hanging. And the
+one way a test stops a task it started in the background."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 async def until(
@@ -24,3 +27,10 @@ async def until(
             return
         assert loop.time() < deadline, f"{what} not reached within {within_s} s"
         await asyncio.sleep(0.005)
+
+
+async def cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and return once it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

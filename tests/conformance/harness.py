@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-import serial_asyncio_fast
 from conftest import STORE_ID
 from waiting import until
 
@@ -20,7 +19,7 @@ from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
 
 from .infra import Mosquitto, PtyPair
-from .registers import MqttRegister, Register, SimRegister, Streams
+from .registers import MqttRegister, Register, SimRegister, Streams, on_serial_line
 
 TRANSPORTS = ("tcp", "serial", "mqtt")
 
@@ -54,7 +53,24 @@ class Harness(Protocol):
     async def close(self) -> None: ...
 
 
-class TcpHarness:
+class _Counted:
+    """What every harness reads off its responder, and how it brings its registers back."""
+
+    responder: SimResponder | MqttResponder
+
+    def errors(self, reason: str) -> int:
+        return self.responder.stats.errors[reason]
+
+    def replayed(self) -> int:
+        return self.responder.stats.replayed
+
+    @staticmethod
+    async def reconnect(registers: Sequence[Register]) -> None:
+        for register in registers:
+            await register.reconnect()
+
+
+class TcpHarness(_Counted):
     name = "tcp"
     damaged_reason = "BAD_CHECKSUM"
 
@@ -83,14 +99,7 @@ class TcpHarness:
             register.abort()  # an RST, as when a register is unplugged mid-conversation
 
     async def recover(self) -> None:
-        for register in self._registers:
-            await register.reconnect()
-
-    def errors(self, reason: str) -> int:
-        return self.responder.stats.errors[reason]
-
-    def replayed(self) -> int:
-        return self.responder.stats.replayed
+        await self.reconnect(self._registers)
 
     async def close(self) -> None:
         await self.server.stop(grace_s=1.0)
@@ -98,7 +107,54 @@ class TcpHarness:
             await register.close()
 
 
-class SerialHarness:
+class SerialBench:
+    """Serial lines on a test bench: socat pty pairs, the adapters serving them and registers on
+    them, all adapters sharing one responder as the daemon's do."""
+
+    def __init__(
+        self, service: Gateway, directory: Path, *, reopen_first_s: float, reopen_max_s: float
+    ) -> None:
+        self.responder = SimResponder(service)
+        self.directory = directory
+        self.reopen_first_s, self.reopen_max_s = reopen_first_s, reopen_max_s
+        self.pairs: list[PtyPair] = []
+        self.adapters: list[SerialAdapter] = []
+        self.registers: list[SimRegister] = []
+
+    async def pair(self, name: str, *, start: bool = True) -> PtyPair:
+        pair = PtyPair(self.directory, name)
+        if start:
+            await pair.start()
+        self.pairs.append(pair)
+        return pair
+
+    async def adapter(self, *pairs: PtyPair, read_timeout_s: float = 30.0) -> SerialAdapter:
+        adapter = SerialAdapter(
+            self.responder,
+            [LineSettings(str(pair.gateway_end), baudrate=115200) for pair in pairs],
+            read_timeout_s=read_timeout_s,
+            reopen_first_s=self.reopen_first_s,
+            reopen_max_s=self.reopen_max_s,
+        )
+        self.adapters.append(adapter)
+        await adapter.start()
+        return adapter
+
+    async def register(self, pair: PtyPair, wsid: int = 7) -> SimRegister:
+        register = on_serial_line(wsid, pair.register_end)
+        await register.connect()
+        self.registers.append(register)
+        return register
+
+    async def close(self) -> None:
+        for adapter in self.adapters:
+            await adapter.stop(grace_s=1.0)
+        for register in self.registers:
+            await register.close()
+        await asyncio.gather(*(pair.stop() for pair in self.pairs))
+
+
+class SerialHarness(_Counted):
     """Each register on a line of its own: a socat pty pair, served by one SerialAdapter per
     `registers()` call (so 20 registers are 20 ports of one adapter), all sharing one responder,
     as the daemon does."""
@@ -107,74 +163,34 @@ class SerialHarness:
     damaged_reason = "BAD_CHECKSUM"
 
     def __init__(self, service: Gateway, directory: Path) -> None:
-        self.responder = SimResponder(service)
-        self.directory = directory
-        self.adapters: list[SerialAdapter] = []
-        self.pairs: list[PtyPair] = []
-        self._registers: list[SimRegister] = []
+        self.bench = SerialBench(service, directory, reopen_first_s=0.02, reopen_max_s=0.2)
+        self.responder = self.bench.responder
 
     async def start(self) -> None:
         pass
 
     async def registers(self, *wsids: int) -> list[Register]:
-        pairs = [
-            PtyPair(self.directory, f"ws{wsid}-{len(self.pairs) + n}")
-            for n, wsid in enumerate(wsids)
-        ]
+        bench = self.bench
+        pairs = [await bench.pair(f"ws{wsid}-{len(bench.pairs)}", start=False) for wsid in wsids]
         await asyncio.gather(*(pair.start() for pair in pairs))
-        self.pairs += pairs
-        adapter = SerialAdapter(
-            self.responder,
-            [LineSettings(str(pair.gateway_end), baudrate=115200) for pair in pairs],
-            reopen_first_s=0.02,
-            reopen_max_s=0.2,
-        )
-        self.adapters.append(adapter)
-        await adapter.start()
-        await opened(adapter)
-        made = [
-            SimRegister(wsid, self._opener(pair)) for wsid, pair in zip(wsids, pairs, strict=True)
-        ]
-        for register in made:
-            await register.connect()
-        self._registers += made
-        return list(made)
-
-    @staticmethod
-    def _opener(pair: PtyPair) -> Callable[[], Awaitable[Streams]]:
-        async def open_streams() -> Streams:
-            return await serial_asyncio_fast.open_serial_connection(
-                url=str(pair.register_end), baudrate=115200
-            )
-
-        return open_streams
+        await opened(await bench.adapter(*pairs))
+        return [await bench.register(pair, wsid) for wsid, pair in zip(wsids, pairs, strict=True)]
 
     async def fail(self) -> None:
-        lines = [line for adapter in self.adapters for line in adapter.lines]
+        lines = [line for adapter in self.bench.adapters for line in adapter.lines]
         outages = [line.stats.outages for line in lines]
-        await asyncio.gather(*(pair.stop() for pair in self.pairs))  # the ports disappear
+        await asyncio.gather(*(pair.stop() for pair in self.bench.pairs))  # the ports disappear
         for line, before in zip(lines, outages, strict=True):
             await lost(line, before)
 
     async def recover(self) -> None:
-        await asyncio.gather(*(pair.start() for pair in self.pairs))
-        for adapter in self.adapters:
+        await asyncio.gather(*(pair.start() for pair in self.bench.pairs))
+        for adapter in self.bench.adapters:
             await opened(adapter)
-        for register in self._registers:
-            await register.reconnect()
-
-    def errors(self, reason: str) -> int:
-        return self.responder.stats.errors[reason]
-
-    def replayed(self) -> int:
-        return self.responder.stats.replayed
+        await self.reconnect(self.bench.registers)
 
     async def close(self) -> None:
-        for adapter in self.adapters:
-            await adapter.stop(grace_s=1.0)
-        for register in self._registers:
-            await register.close()
-        await asyncio.gather(*(pair.stop() for pair in self.pairs))
+        await self.bench.close()
 
 
 async def opened(adapter: SerialAdapter) -> None:
@@ -191,9 +207,10 @@ async def lost(line: SerialLine, outages_before: int) -> None:
     await until(lambda: line.stats.outages > outages_before and line.state == "reopening")
 
 
-class MqttHarness:
+class MqttHarness(_Counted):
     name = "mqtt"
     damaged_reason = "BAD_FRAME"
+    responder: MqttResponder
 
     def __init__(self, service: Gateway, directory: Path) -> None:
         self.broker = Mosquitto(directory / "broker")
@@ -235,14 +252,7 @@ class MqttHarness:
     async def recover(self) -> None:
         await self.broker.start()  # on the same port
         await self.connected()
-        for register in self._registers:
-            await register.reconnect()
-
-    def errors(self, reason: str) -> int:
-        return self.responder.stats.errors[reason]
-
-    def replayed(self) -> int:
-        return self.responder.stats.replayed
+        await self.reconnect(self._registers)
 
     async def close(self) -> None:
         if self.adapter is not None:

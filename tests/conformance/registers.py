@@ -12,11 +12,14 @@ import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
+import serial_asyncio_fast
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from waiting import cancelled
 
 from pos_adapters.mqtt import Topics, fields_of_reply, request_body
 from pos_adapters.sim.codec import ACK, EOT, NAK, Frame, FrameDecoder, encode_frame
@@ -49,7 +52,30 @@ class Register(Protocol):
     async def close(self) -> None: ...
 
 
-class SimRegister:
+class _Pumped:
+    """A register whose end is read by a task of its own (`_pump`), started by `connect`."""
+
+    _pump: asyncio.Task[None] | None
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        """Let go of the register's end, the reading task already stopped."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            await cancelled(self._pump)
+            self._pump = None
+        await self._disconnect()
+
+    async def reconnect(self) -> None:
+        await self.close()
+        await self.connect()
+
+
+class SimRegister(_Pumped):
     """One workstation sending SIM frames over a byte stream: a TCP connection or a serial line.
 
     Every ACK and NAK byte the gateway sends is kept in `controls`, in arrival order."""
@@ -71,20 +97,11 @@ class SimRegister:
         reader, self._writer = await self._open_streams()
         self._pump = asyncio.create_task(self._read(reader, FrameDecoder()))
 
-    async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-            self._pump = None
+    async def _disconnect(self) -> None:
         if self._writer is not None:
             # abort: a serial close would first wait to flush, maybe into a line that is gone.
             self._writer.transport.abort()
             self._writer = None
-
-    async def reconnect(self) -> None:
-        await self.close()
-        await self.connect()
 
     def abort(self) -> None:
         """Reset the connection under the register's feet (TCP: an RST)."""
@@ -162,7 +179,16 @@ class SimRegister:
         return reply
 
 
-class MqttRegister:
+def on_serial_line(wsid: int, device: Path) -> SimRegister:
+    """Workstation `wsid` on the register's end (`device`) of a serial line, not yet connected."""
+
+    def open_streams() -> Awaitable[Streams]:
+        return serial_asyncio_fast.open_serial_connection(url=str(device), baudrate=115200)
+
+    return SimRegister(wsid, open_streams)
+
+
+class MqttRegister(_Pumped):
     """One workstation speaking JSON over MQTT 5: it publishes on its request topic (QoS 1) and
     reads its reply topic; replies are matched by correlation id."""
 
@@ -193,20 +219,11 @@ class MqttRegister:
         await client.subscribe(self.topics.reply(self.wsid), qos=1)
         self._pump = asyncio.create_task(self._read(client))
 
-    async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-            self._pump = None
+    async def _disconnect(self) -> None:
         if self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
             self._client = None
-
-    async def reconnect(self) -> None:
-        await self.close()
-        await self.connect()
 
     async def _read(self, client: aiomqtt.Client) -> None:
         with contextlib.suppress(aiomqtt.MqttError):

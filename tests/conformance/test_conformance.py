@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sales import CARD, DATE, one_sale_each
 
 from gateway import __version__
 from gateway.service import Gateway
 from gateway.store.store import Store
 
 from .harness import Harness
-
-CARD = "6001000000000001"  # M1, GOLD, 120 points
-DATE = "20261123"
 
 
 async def test_every_command_answers_with_real_data(transport: Harness) -> None:
@@ -150,22 +148,7 @@ async def test_a_damaged_message_gets_error_and_runs_nothing(
 
 async def test_twenty_registers_at_once(transport: Harness, store: Store) -> None:
     registers = await transport.registers(*range(1, 21))
-
-    async def sale(wsid: int) -> tuple[int, list[str], list[str]]:
-        ws = registers[wsid - 1]
-        ident = await ws.request("IDENT", str(wsid), "1", str(wsid), CARD)
-        total = f"{wsid}.00"
-        post = await ws.request("POST", str(wsid), "1", str(wsid), DATE, "M1", total, total, "", "")
-        return wsid, ident, post
-
-    results = await asyncio.gather(*(sale(n) for n in range(1, 21)))
-
-    for wsid, ident, post in results:
-        assert ident[:2] == ["IDENT_OK", "M1"]
-        assert post[0] == "POST_OK" and post[1] == str(wsid)  # this register's own check
-    # Every post saw every earlier one: running totals of 120 + 1 + 2 + ..., none repeated.
-    balances = sorted(int(post[2]) for _, _, post in results)
-    assert len(set(balances)) == 20 and balances[-1] == 120 + sum(range(1, 21))
+    await one_sale_each({ws.wsid: ws for ws in registers})
     assert await store.ledger_total("M1") == (sum(range(1, 21)), 0, 0)
 
 
