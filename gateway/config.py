@@ -264,6 +264,10 @@ class CentralSettings(BaseModel):
     # A full snapshot may remove at most this share of the cached members or coupons at once;
     # more needs `edge-gateway sync --full --allow-mass-removal` (addition to DESIGN).
     max_removal_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
+    # Before a new store's first download of central's snapshot file, the daemon waits a random
+    # 0..this many seconds, so a fleet started at once does not download at once; `sync --full`
+    # does not wait (addition to DESIGN).
+    bootstrap_jitter_s: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 30.0
 
     @field_validator("url")
     @classmethod

@@ -190,6 +190,7 @@ class Daemon:
             self.central,
             interval_s=settings.central.refresh_interval_s,
             max_removal_share=settings.central.max_removal_share,
+            bootstrap_jitter_s=settings.central.bootstrap_jitter_s,
         )
         store.outbox_listeners.append(self.forwarder.wake)
         self.central.on_recovery += [self.forwarder.wake, self.refresher.wake]

@@ -5,20 +5,25 @@ Every call either returns central's answer or raises `CentralUnavailable` (retry
 error, timeout, 5xx, 429, an answer it cannot read) or `CentralRefused` (central said no: any other
 4xx). Its `link` (gateway.links) logs central going away once and coming back once, not at every
 retry; any HTTP answer counts as central being there.
+
+The snapshot file (`snapshot()`) is the one answer not read whole: its body is handed over piece
+by piece, as sent, for sync/bootstrap.py to write to disk; central having none is `NoSnapshot`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import gzip
 import json
 import os
+import re
 import ssl
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +96,76 @@ class ChangesPage:
     changes: list[dict[str, Any]]
     next_cursor: str
     has_more: bool
+
+
+ERROR_BODY_MAX = 64 * 1024  # of an error answer to a streamed request, read for its message
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)", re.ASCII)
+
+
+class NoSnapshot(CentralRefused):
+    """Central has no snapshot to offer (404): page `changes` from an empty cursor instead."""
+
+
+@dataclass
+class SnapshotAnswer:
+    """One answer to `GET /snapshot`: 200 (the whole file), 206 (the rest of it from `start`)
+    or 304; `size` is the whole file's length when central said it."""
+
+    status: int
+    etag: str | None
+    start: int
+    size: int | None
+    _response: httpx.Response
+    _client: CentralClient
+
+    @classmethod
+    def of(cls, response: httpx.Response, client: CentralClient) -> SnapshotAnswer:
+        start, size = 0, None
+        if response.status_code == 206:
+            found = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+            if found is None:
+                raise CentralUnavailable("a 206 snapshot answer without a readable Content-Range")
+            start = int(found.group(1))
+            size = None if found.group(3) == "*" else int(found.group(3))
+        elif response.status_code == 200:
+            length = response.headers.get("content-length", "")
+            size = int(length) if length.isdigit() else None
+        return cls(
+            response.status_code, response.headers.get("etag"), start, size, response, client
+        )
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; a cut raises `CentralUnavailable` after what did arrive."""
+        try:
+            async for chunk in _raw(self._response):
+                yield chunk
+        except httpx.HTTPError as error:
+            raise self._client._unanswered(error) from error
+
+
+async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as sent, without undoing a content coding: a file served with
+    `Content-Encoding: gzip` by a web server is still the gzip file, and offsets stay its own."""
+    if response.is_stream_consumed:  # built in memory (a mock transport): read already
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+async def _first_bytes(response: httpx.Response, most: int) -> bytes:
+    """At most `most` bytes of a streamed body (an error's message, not a file)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in _raw(response):
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= most:
+                break
+    except httpx.HTTPError:
+        pass  # the status says enough
+    return b"".join(parts)[:most]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +334,47 @@ class CentralClient:
             return None
         return Path(self._token_file).read_text(encoding="utf-8").strip() or None
 
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _unanswered(self, error: httpx.HTTPError) -> CentralUnavailable:
+        """No (whole) HTTP answer: refused, reset, timed out, TLS failure, a body cut short."""
+        reason = f"{type(error).__name__}: {error}"
+        self.link.failed(reason)
+        return CentralUnavailable(reason)
+
+    def _answered(self, response: httpx.Response) -> None:
+        self._last_answer = time.monotonic()
+        self.link.succeeded()  # any HTTP answer counts as an exchange
+        self._last_date = response.headers.get("date")
+        if response.status_code == 401 and self._token_file is not None:
+            self._token = self._read_token()  # the token may have been rotated on disk
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response, content: bytes) -> None:
+        """`CentralUnavailable` for 429 and 5xx, `CentralRefused` for other 4xx (`NoSnapshot`
+        for the snapshot's 404); `content` is the body, or its start."""
+        status = response.status_code
+        if status in (429, 503) or status >= 500:
+            raise CentralUnavailable(
+                f"central answered {status}",
+                status=status,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= 400:
+            code = "HTTP_" + str(status)
+            message = content.decode("utf-8", errors="replace")[:200]
+            try:
+                detail = json.loads(content)
+            except ValueError:
+                detail = None
+            if isinstance(detail, dict):
+                code = str(detail.get("error", code))
+                message = str(detail.get("message", message))
+            if status == 404 and response.url.path.endswith("/snapshot"):
+                raise NoSnapshot(status, code, message)
+            raise CentralRefused(status, code, message)
+
     async def _request(
         self,
         method: str,
@@ -268,9 +384,7 @@ class CentralClient:
         params: Mapping[str, str | int] | None = None,
         budget_s: float | None = None,
     ) -> httpx.Response:
-        headers: dict[str, str] = {}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        headers = self._auth()
         content: bytes | None = None
         if body is not None:
             text = (
@@ -291,29 +405,9 @@ class CentralClient:
                 timeout=budget_s if budget_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as error:  # refused, reset, timed out, TLS failure ...
-            reason = f"{type(error).__name__}: {error}"
-            self.link.failed(reason)
-            raise CentralUnavailable(reason) from error
-        self._last_answer = time.monotonic()
-        self.link.succeeded()  # any HTTP answer counts as an exchange
-        self._last_date = response.headers.get("date")
-        if response.status_code == 401 and self._token_file is not None:
-            self._token = self._read_token()  # the token may have been rotated on disk
-        if response.status_code in (429, 503) or response.status_code >= 500:
-            raise CentralUnavailable(
-                f"central answered {response.status_code}",
-                status=response.status_code,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        if response.status_code >= 400:
-            code, message = "HTTP_" + str(response.status_code), response.text[:200]
-            try:
-                detail = response.json()
-                code = str(detail.get("error", code))
-                message = str(detail.get("message", message))
-            except ValueError:
-                pass
-            raise CentralRefused(response.status_code, code, message)
+            raise self._unanswered(error) from error
+        self._answered(response)
+        self._raise_for_status(response, response.content)
         return response
 
     def _store_path(self, tail: str) -> str:
@@ -363,6 +457,50 @@ class CentralClient:
             )
         except (ValueError, KeyError, TypeError) as error:
             raise CentralUnavailable(f"unreadable changes answer: {error}") from error
+
+    @contextlib.asynccontextmanager
+    async def snapshot(
+        self, *, offset: int = 0, if_range: str | None = None, if_none_match: str | None = None
+    ) -> AsyncIterator[SnapshotAnswer]:
+        """`GET /snapshot`, its body left on the wire for `chunks()` to read piece by piece.
+
+        `offset` > 0 asks for the rest of the file from there (`Range`), and `if_range` (the
+        ETag of the file being resumed) makes central send the whole new file instead (200)
+        when it has been replaced. Raises `NoSnapshot` (404: central offers none), or as every
+        request does. No content coding is asked for: the bytes are the file's own, so byte
+        offsets mean the same on every attempt.
+        """
+        headers = self._auth() | {
+            "Accept": "application/gzip, application/json",
+            "Accept-Encoding": "identity",
+        }
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+            if if_range:
+                headers["If-Range"] = if_range
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
+        request = self._http.build_request("GET", self._store_path("snapshot"), headers=headers)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as error:
+            raise self._unanswered(error) from error
+        try:
+            self._answered(response)
+            if response.status_code >= 400:
+                self._raise_for_status(response, await _first_bytes(response, ERROR_BODY_MAX))
+            yield SnapshotAnswer.of(response, self)
+        finally:
+            await response.aclose()
+
+    async def snapshot_offered(self) -> bool:
+        """Whether central has a snapshot to download, asked without its bytes
+        (`If-None-Match: *`: 304 when it has one, 404 when not)."""
+        try:
+            async with self.snapshot(if_none_match="*"):
+                return True
+        except NoSnapshot:
+            return False
 
     async def authorize_coupon(
         self, code: str, request: Mapping[str, Any], *, budget_s: float

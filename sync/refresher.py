@@ -1,6 +1,10 @@
 """Central -> cache: a full snapshot on first start, then changes by cursor on a schedule and at
 once after central comes back. Each page, with the cursor after it, is applied in one transaction.
 
+A full snapshot starts from central's snapshot file when central offers one (sync/bootstrap.py:
+downloaded to the data directory, resumed when cut, checked, then applied here page by page
+with the cursor it ends with); otherwise, as before, by paging `changes` from an empty cursor.
+
 Like Home Assistant's update coordinator, its `link` (gateway.links) logs a failure once and the
 recovery once, however many retries lie between; while central is away the cache keeps answering
 from what it has.
@@ -16,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -29,6 +35,7 @@ from gateway.domain.models import Coupon, Member
 from gateway.domain.rules_doc import RulesDocument
 from gateway.links import Link, LinkEvents
 from gateway.store.store import ChangePage, StaleRecords, Store, utc_stamp
+from sync.bootstrap import BOOTSTRAP_JITTER_S, SnapshotDownload, SnapshotFile
 from sync.client import CentralClient, CentralError
 
 # How long central may hold a changes request (DESIGN section 3 allows 0..30): under the idle
@@ -76,6 +83,17 @@ class RefresherStats:
     # stays in `refused_removal` until a snapshot's removal goes through.
     removals_refused: int = 0
     refused_removal: StaleRecords | None = None
+    # Central's snapshot file (sync/bootstrap.py): bytes downloaded (a resumed download counts
+    # only the bytes it fetched), downloads resumed with Range, downloads started over because
+    # central had replaced the file, files applied, files rejected as not whole (then paged),
+    # answers that central has none (404: paged), and the jitter waited before the first.
+    snapshot_bytes: int = 0
+    snapshot_resumed: int = 0
+    snapshot_restarts: int = 0
+    snapshots_applied: int = 0
+    snapshots_rejected: int = 0
+    snapshot_missing: int = 0
+    bootstrap_jitter_s: float | None = None
 
 
 def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePage:
@@ -126,7 +144,15 @@ class Refresher:
         long_poll_s: float = LONG_POLL_S,
         page_limit: int = PAGE_LIMIT,
         max_removal_share: float = MAX_REMOVAL_SHARE,
+        data_dir: Path | None = None,
+        bootstrap_jitter_s: float = BOOTSTRAP_JITTER_S,
+        random: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`data_dir` holds the snapshot file while it is downloaded and applied (default:
+        the database's directory). `bootstrap_jitter_s` is the most `run()` waits before its
+        first download of a snapshot file (`refresh()` and `full()`, run by an operator, never
+        wait); `random` and `sleep` are that wait's, for tests."""
         self.store = store
         self.client = client
         self.interval_s = interval_s
@@ -134,6 +160,15 @@ class Refresher:
         self.page_limit = page_limit
         self.max_removal_share = max_removal_share
         self.stats = RefresherStats()
+        self.snapshot_file = SnapshotDownload(
+            client,
+            data_dir if data_dir is not None else Path(store.path).parent,
+            self.stats,
+            jitter_s=bootstrap_jitter_s,
+            random=random,
+            sleep=sleep,
+        )
+        self._tidied = False
         # Down from a refresh that failed to the next that completed (a stuck cursor is
         # neither: central answers, and that has its own alarm).
         self.link = Link(log, LinkEvents(down="cache_refresh_failed", up="cache_refresh_recovered"))
@@ -151,7 +186,7 @@ class Refresher:
             retry_soon = False
             hold = True
             try:
-                await self.refresh()
+                await self.refresh(jitter=True)
                 self.link.succeeded()
             except CursorStuck:
                 # Counted and logged by refresh(); central answers, but a held request would
@@ -208,22 +243,31 @@ class Refresher:
         progress: Callable[[int], None] | None = None,
         *,
         allow_mass_removal: bool = False,
+        jitter: bool = False,
     ) -> int:
         """Fetch and apply pages until central has no more; returns the changes applied.
 
-        An empty cursor asks for a full snapshot. When it is complete, the records it did not
+        An empty cursor asks for a full snapshot: central's snapshot file when it offers one
+        (with `jitter`, the daemon's, after a random wait before the first download), else
+        pages of `changes` from the empty cursor. When it is complete, the records it did not
         bring are removed, unless that is more than `max_removal_share` of the members or of
         the coupons and `allow_mass_removal` is not given; a snapshot cut short by a crash
-        resumes from its cursor and is finished the same way (its start is in `sync_state`).
+        resumes from its cursor (or from its file) and is finished the same way (its start
+        is in `sync_state`).
 
         Raises `CursorStuck` after applying a page that says `has_more` with a cursor already
         asked with: the next round asks again, instead of this one asking forever.
         """
         cursor = self.store.get_state(CURSOR) or ""
         snapshot_started = self.store.get_state(SNAPSHOT_STARTED)
+        applied = 0
         if cursor == "":
             snapshot_started = utc_stamp(dt.datetime.now(dt.UTC))
-        applied = 0
+            from_file = await self._bootstrap(snapshot_started, progress, jitter)
+            if from_file is not None:
+                applied, cursor = from_file
+        elif not self._tidied:
+            self._tidy()
         asked = {cursor}
         page = await self.client.changes(cursor, self.page_limit)
         while True:
@@ -272,6 +316,84 @@ class Refresher:
             self.stats.cursor_stuck = False
         self.stats.last_success = time.time()
         return applied
+
+    async def _bootstrap(
+        self, since: str, progress: Callable[[int], None] | None, jitter: bool
+    ) -> tuple[int, str] | None:
+        """Central's snapshot file applied as the first part of a full snapshot: (changes
+        applied, the cursor to continue with), or None to page `changes` from the empty cursor
+        instead (central has no file, the file was not whole, or another process is on it)."""
+        with self.snapshot_file.locked() as ours:
+            if not ours:
+                log.info(
+                    "snapshot_file_busy",
+                    then="another process is downloading or applying the snapshot file;"
+                    " paging changes from an empty cursor",
+                )
+                return None
+            snapshot = await self.snapshot_file.fetch(jitter=jitter)
+            if snapshot is None:
+                return None
+            applied = await self._apply_file(snapshot, since, progress)
+            self.snapshot_file.discard()
+        return applied, snapshot.next_cursor
+
+    async def _apply_file(
+        self, snapshot: SnapshotFile, since: str, progress: Callable[[int], None] | None
+    ) -> int:
+        """The file's records through `apply_changes`, a page per transaction like `changes`,
+        each with the snapshot's start; the last with the file's cursor too. A crash before
+        the last leaves the cursor empty and the file whole on disk, so the next round applies
+        it again from its start (a new start, so nothing is removed that it brings)."""
+        started = time.monotonic()
+        applied = 0
+        with snapshot.pages(self.page_limit) as pages:
+            # The next page is read and decompressed on a thread while this one is written.
+            reading = asyncio.ensure_future(asyncio.to_thread(pages.next))
+            try:
+                while (page := await reading) is not None:
+                    reading = asyncio.ensure_future(asyncio.to_thread(pages.next))
+                    self.stats.bad_records += page.unreadable
+                    parsed = parse_page(page.changes, self.stats)
+                    state = [(SNAPSHOT_STARTED, since)]
+                    if page.last:
+                        state.append((CURSOR, snapshot.next_cursor))
+                    await self.store.apply_changes(
+                        ChangePage(
+                            parsed.members,
+                            parsed.deleted_members,
+                            parsed.coupons,
+                            parsed.deleted_coupons,
+                            parsed.rules,
+                            state,
+                        )
+                    )
+                    count = len(page.changes) + page.unreadable
+                    applied += count
+                    self.stats.pages += 1
+                    if progress is not None:
+                        progress(count)
+            finally:
+                # The thread reads the file: it finishes its page before the file is closed.
+                await asyncio.gather(reading, return_exceptions=True)
+        self.stats.snapshots_applied += 1
+        log.info(
+            "snapshot_file_applied",
+            records=snapshot.records,
+            bytes=snapshot.size,
+            etag=snapshot.etag,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return applied
+
+    def _tidy(self) -> None:
+        """Once: a snapshot file left by a crash after its cursor was stored is not needed."""
+        self._tidied = True
+        if not self.snapshot_file.leftovers():
+            return
+        with self.snapshot_file.locked() as ours:
+            if ours:
+                self.snapshot_file.discard()
 
     def _cursor_stuck(self, cursor: str) -> None:
         self.stats.cursor_stalls += 1
