@@ -460,6 +460,12 @@ class Daemon:
                 # central repeating a cursor with has_more: pages seen so, and whether it is now
                 "cursor_stalls": r.cursor_stalls,
                 "cursor_stuck": r.cursor_stuck,
+                # central's snapshot file: bytes fetched, cut downloads resumed, files applied
+                # or rejected as damaged
+                "snapshot_bytes": r.snapshot_bytes,
+                "snapshot_resumed": r.snapshot_resumed,
+                "snapshots_applied": r.snapshots_applied,
+                "snapshots_rejected": r.snapshots_rejected,
                 # full snapshots whose removal was refused (central.max_removal_share)
                 "removals_refused": r.removals_refused,
                 "refused_removal": dataclasses.asdict(r.refused_removal)

@@ -237,6 +237,22 @@ SYNC_COUNTERS: dict[str, tuple[str, str]] = {
         "edge_gateway_changes_cursor_stalls",
         "Pages where central answered has_more with a cursor already asked with",
     ),
+    "snapshot_bytes": (
+        "edge_gateway_snapshot_file_bytes",
+        "Bytes of central's snapshot file downloaded (a new store's bootstrap)",
+    ),
+    "snapshot_resumed": (
+        "edge_gateway_snapshot_file_resumed",
+        "Downloads of central's snapshot file resumed after a cut (Range)",
+    ),
+    "snapshots_applied": (
+        "edge_gateway_snapshot_files_applied",
+        "Snapshot files from central applied to the cache",
+    ),
+    "snapshots_rejected": (
+        "edge_gateway_snapshot_files_rejected",
+        "Snapshot files from central not applied because they were damaged",
+    ),
     "removals_refused": (
         "edge_gateway_snapshot_removals_refused",
         "Full snapshots whose removal of records was refused (central.max_removal_share)",
