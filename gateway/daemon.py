@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import os
 import shutil
 import signal
@@ -129,6 +130,11 @@ class Daemon:
             self._run_sync(self.store, self.central)
         await self._start_admin()
         self._start_watchdog()
+        # What start-up built (modules, settings, tables) lives as long as the process: out of
+        # the collector's sight, so that a collection during service walks only what requests
+        # made (measured: docs/performance.md).
+        gc.collect()
+        gc.freeze()
         log.info(
             "gateway_ready",
             version=__version__,
