@@ -137,7 +137,6 @@ class SerialLine:
         self._changed = asyncio.Event()
         self._protocol: _LineProtocol | None = None
         self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def device(self) -> str:
@@ -148,8 +147,10 @@ class SerialLine:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Let answers under way finish (up to grace_s), then close the port."""
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.responder.tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self.responder.tasks), timeout=left)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -276,16 +277,14 @@ class SerialLine:
         self._pulse()
 
     def _answer(self, frame: Frame, transport: asyncio.Transport) -> None:
-        async def answer() -> None:
-            reply = await self.responder.reply(frame)
+        def send(reply: bytes) -> None:
             # A port lost meanwhile drops the reply; the register retransmits and gets it from
             # the responder's cache once the port is back.
-            if not transport.is_closing():
+            if reply and not transport.is_closing():
                 transport.write(reply)
 
-        task = asyncio.create_task(answer())
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        # At once for an answer from memory; from the responder's task after a commit.
+        self.responder.handle(frame, send)
 
 
 class SerialAdapter:
