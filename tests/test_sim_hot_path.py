@@ -1,0 +1,110 @@
+"""The SIM hot path over a real socket: a command answered from memory (IDENT, PING) is answered
+inside the read callback, without a task; only an answer that waits for a commit gets one; and
+while a workstation's POST waits for its commit, that workstation's next frame waits behind it
+and every other workstation is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from conftest import RunningGateway
+from sales import CARD, DATE
+from sim_wire import read_frames
+
+from pos_adapters.sim.codec import encode_frame
+
+
+@contextmanager
+def counting_tasks() -> Iterator[list[str]]:
+    """The coroutines the project's code wraps in tasks meanwhile (the test's own waits are
+    tasks too, and are left out)."""
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+    before = loop.get_task_factory()
+
+    def factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        if "/tests/" not in coro.cr_code.co_filename and "asyncio" not in coro.cr_code.co_filename:
+            made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        yield made
+    finally:
+        loop.set_task_factory(before)
+
+
+def ident(wsid: int, seq: int) -> bytes:
+    return encode_frame(f"{wsid:>4}LOYAL".encode(), seq, ["IDENT", str(wsid), "1", "7", CARD])
+
+
+def post(wsid: int, seq: int, check: int) -> bytes:
+    fields = ["POST", str(wsid), "1", str(check), DATE, "M1", "4.00", "4.00", "1*101*4.00", ""]
+    return encode_frame(f"{wsid:>4}LOYAL".encode(), seq, fields)
+
+
+async def test_idents_are_answered_without_a_task_posts_with_one_each(
+    gateway: RunningGateway,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        with counting_tasks() as made:
+            writer.write(b"".join(ident(1 + n % 4, n % 100) for n in range(50)))
+            replies = await read_frames(reader, 50)
+        assert [r.fields[0] for r in replies] == ["IDENT_OK"] * 50
+        assert made == []
+
+        with counting_tasks() as made:
+            writer.write(b"".join(post(1 + n % 4, n % 100, 100 + n) for n in range(8)))
+            replies = await read_frames(reader, 8)
+        assert [r.fields[0] for r in replies] == ["POST_OK"] * 8
+        answers = [name for name in made if "answer_later" in name]
+        assert len(answers) == 8
+    finally:
+        writer.close()
+
+
+async def test_a_workstation_waits_behind_its_commit_and_no_other_does(
+    gateway: RunningGateway,
+) -> None:
+    taken, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:  # the POST's commit cannot start meanwhile
+        other = sqlite3.connect(gateway.store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        taken.set()
+        release.wait(10)
+        other.execute("ROLLBACK")
+        other.close()
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    first, first_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    other, other_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        assert await asyncio.to_thread(taken.wait, 5)
+        # Workstation 1: a POST, then an IDENT right behind it on the same connection.
+        first_writer.write(post(1, 1, 501) + ident(1, 2))
+        # Workstation 2, meanwhile: answered while workstation 1's POST waits.
+        other_writer.write(ident(2, 1))
+        (answer,) = await read_frames(other, 1)
+        assert answer.fields[0] == "IDENT_OK"
+        waiting = asyncio.ensure_future(read_frames(first, 2))
+        await asyncio.sleep(0.2)  # the behaviour under test: nothing comes while the lock is held
+        assert not waiting.done()
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
+    try:
+        got = await waiting
+        assert [(f.seq, f.fields[0]) for f in got] == [(1, "POST_OK"), (2, "IDENT_OK")]
+    finally:
+        first_writer.close()
+        other_writer.close()
