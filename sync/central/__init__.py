@@ -8,6 +8,8 @@ The reference the gateway is built and tested against. `sync/openapi.yaml` is th
   package, one concept a module); `schema`: the tables, written once for both backends;
   `sqlite` (embedded: demo, tests, benchmarks) and `postgres` (several processes, one database);
 - `longpoll`: the change feed long polls wait on; `snapshot`: snapshots for fleets;
+- `fleet` (and `fleet_page`): the fleet view and its page, with the chain-wide stop switch;
+  `admin_guard`: what keeps web pages away from the admin API;
 - `faults`: the fault settings and the TCP proxy in front; `server`: uvicorn and the proxy in
   this process; `cli`: the command line (`python -m sync.central`).
 

@@ -2,8 +2,10 @@
 
 Handlers read and check the request, hand the work to the storage as a job, and answer. The
 `api` guard plays the injected faults first (latency, 5xx, 429), then checks the token and the
-gateway id; after the handler it may mark the answer to be lost by the proxy. A `changes` long
-poll waits on the change feed, holding no database connection while it waits.
+gateway id; after the handler it notes the store as seen (for the fleet view) and may mark the
+answer to be lost by the proxy. A `changes` long poll waits on the change feed, holding no
+database connection while it waits. The `admin` guard answers loopback clients only, and keeps
+web pages out (`admin_guard`); the fleet view and its stop switch are in `fleet`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from sync.central.admin_guard import AdminGuard
 from sync.central.config import MIB, ReferenceConfig
 from sync.central.errors import ApiError
 from sync.central.faults import Faults, ProxyLink
+from sync.central.fleet import SEEN_EVERY_S, fleet_view, render_page, render_refusal
 from sync.central.ledger import Ledger
 from sync.central.longpoll import ChangeFeed
 from sync.central.snapshot import SnapshotService, build_snapshot
@@ -52,6 +56,8 @@ class Central:
         self.snapshots = SnapshotService(self.storage)
         self._opened = False
         self._builder: asyncio.Task[None] | None = None
+        self.admin_guard = AdminGuard(config.admin_token, config.admin_host_names)
+        self._seen: dict[str, float] = {}  # store -> when this process last wrote it down
 
     async def open(self) -> None:
         """Open the database and load the configured records (idempotent)."""
@@ -127,16 +133,34 @@ class Central:
                 given.strip().encode(), token.encode()
             ):
                 raise ApiError(401, "UNAUTHORIZED", "a valid bearer token is required")
-        if not request.headers.get("x-gateway-id", "").strip():
+        gateway_id = request.headers.get("x-gateway-id", "").strip()
+        if not gateway_id:
             raise ApiError(400, "MISSING_GATEWAY_ID", "the X-Gateway-Id header is required")
         try:
             response = await handler(request)
         except ApiError as exc:
             response = exc.response()
+        store = request.path_params.get("store")
+        if store is not None and response.status_code < 500:  # a 5xx: the database may be away
+            await self._saw(store, gateway_id)
         client = (request.client.host, request.client.port) if request.client else None
         if self.faults.draw_drop() and self.link.mark_drop(client):
             self.dropped += 1
         return response
+
+    async def _saw(self, store: str, gateway_id: str) -> None:
+        """Note the store as seen (the fleet view): at most every `SEEN_EVERY_S` per process."""
+        now = asyncio.get_running_loop().time()
+        last = self._seen.get(store)
+        if last is not None and now - last < SEEN_EVERY_S:
+            return
+        if len(self._seen) > 100_000:  # store ids made up by a client with the token
+            self._seen.clear()
+        self._seen[store] = now
+        try:
+            await self.run(lambda db: db.saw_store(store, gateway_id[:128]))
+        except ApiError:  # the database is out of reach: the handler answers that itself
+            self._seen.pop(store, None)
 
     # ---- API handlers ----
 
@@ -187,15 +211,18 @@ class Central:
         await self.run(lambda db: db.heartbeat(store, body))
         return Response(status_code=204)
 
-    # ---- admin (loopback only, no token) ----
+    # ---- admin (loopback only; no web page; the admin token when one is set) ----
 
-    def admin(self, handler: Handler) -> Handler:
+    def admin(self, handler: Handler, *, page: bool = False) -> Handler:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             client = (request.client.host, request.client.port) if request.client else None
             host = self.link.client_host(client)
             if not is_loopback(host):
                 return ApiError(403, "FORBIDDEN", "the admin API answers loopback only").response()
+            refused = self.admin_guard.refusal(request, page=page)
+            if refused is not None:
+                return refused.response()
             try:
                 return await handler(request)
             except ApiError as exc:
@@ -275,6 +302,40 @@ class Central:
             asking = request.client.port if request.client else None
             await self.link.on_down(self.faults.settings.down, asking)
         return JSONResponse(self.faults.as_dict())
+
+    async def admin_fleet(self, request: Request) -> Response:
+        rows = await self.run(lambda db: db.fleet_rows())
+        view = fleet_view(rows, self.config.clock(), self.config.fleet_offline_after_s)
+        return JSONResponse(view, headers={"Cache-Control": "no-store"})
+
+    async def admin_fleet_page(self, request: Request) -> Response:
+        """The fleet page. With an admin token, the page too needs it: as a bearer header, or
+        once as `?token=` (the page keeps it in sessionStorage and sends it as a header)."""
+        given = self.admin_guard.token_in_query(request)
+        if not self.admin_guard.authorised(request) and not given:
+            body, headers = render_refusal(wrong_token=given is not None)
+            return HTMLResponse(body, status_code=401, headers=headers)
+        body, headers = render_page(
+            refresh_s=self.config.fleet_page_refresh_s,
+            offline_after_s=self.config.fleet_offline_after_s,
+        )
+        return HTMLResponse(body, headers=headers)
+
+    async def admin_switch_program(self, request: Request) -> Response:
+        """POST /_admin/programs/{program}/pause|resume, JSON body {"by": "who"}: the
+        chain-wide stop switch, published as a new version of the rules document."""
+        program, action = request.path_params["program"], request.path_params["action"]
+        if action not in ("pause", "resume"):
+            raise ApiError(404, "NOT_FOUND", "the action is pause or resume")
+        # JSON only: a cross-site form cannot send it without the browser asking first (CSRF).
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise ApiError(415, "JSON_REQUIRED", "the body must be JSON (application/json)")
+        body = await read_json(request, self.config.max_small_body_bytes)
+        given = body.get("by") if isinstance(body, dict) else None
+        by = (str(given).strip()[:64] if given is not None else "") or "admin-api"
+        paused = action == "pause"
+        result = await self.run(lambda db: db.switch_program(program, paused, by))
+        return JSONResponse(result)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -370,6 +431,13 @@ def build_app(central: Central) -> Starlette:
         Route("/_admin/snapshot", admin(central.admin_build_snapshot), methods=["POST"]),
         Route("/_admin/faults", admin(central.admin_get_faults), methods=["GET"]),
         Route("/_admin/faults", admin(central.admin_put_faults), methods=["PUT"]),
+        Route("/_admin/fleet", admin(central.admin_fleet), methods=["GET"]),
+        Route("/_admin/fleet/page", admin(central.admin_fleet_page, page=True), methods=["GET"]),
+        Route(
+            "/_admin/programs/{program}/{action}",
+            admin(central.admin_switch_program),
+            methods=["POST"],
+        ),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

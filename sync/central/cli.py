@@ -67,6 +67,27 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 0: only on POST /_admin/snapshot)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help="a token every /_admin/ request must carry (default: loopback clients need none)",
+    )
+    parser.add_argument(
+        "--admin-host-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the admin API answers for besides localhost and IP addresses "
+        "(a reverse proxy's name on this host); repeatable",
+    )
+    parser.add_argument(
+        "--offline-after",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="the fleet view calls a store OFFLINE after S seconds without a heartbeat "
+        "(default 180: three of the gateway's default 60 s intervals)",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,6 +99,13 @@ async def _serve(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.token_file} is empty")
     elif not is_loopback(args.host):
         print("warning: no --token-file: any client is accepted", file=sys.stderr)
+    admin_token = None
+    if args.admin_token_file is not None:
+        admin_token = args.admin_token_file.read_text(encoding="utf-8").strip()
+        if not admin_token:
+            raise SystemExit(f"{args.admin_token_file} is empty")
+    if args.offline_after <= 0:
+        raise SystemExit("--offline-after must be a positive number of seconds")
     database_url = args.db if args.db and args.db.startswith(_POSTGRES) else None
     config = ReferenceConfig(
         db_path=Path(args.db) if args.db and database_url is None else None,
@@ -90,6 +118,9 @@ async def _serve(args: argparse.Namespace) -> None:
         synthetic_members=args.synthetic_members,
         snapshot_every_s=args.snapshot_every,
         seed=args.seed,
+        admin_token=admin_token,
+        admin_host_names=tuple(args.admin_host_name),
+        fleet_offline_after_s=args.offline_after,
     )
     server = ReferenceServer(config, host=args.host, port=args.port)
     stop = asyncio.Event()

@@ -52,3 +52,7 @@ class ReferenceConfig:
     max_small_body_bytes: int = 256 * 1024  # authorizations, heartbeats, admin faults
     max_wait_s: float = 30.0  # the longest a `changes` long poll is held
     snapshot_every_s: float = 0.0  # build a snapshot at start and then this often; 0: on demand
+    admin_token: str | None = None  # None: the admin API trusts loopback clients (no token)
+    admin_host_names: tuple[str, ...] = ()  # Host names the admin API answers besides localhost
+    fleet_offline_after_s: float = 180.0  # a store silent this long is OFFLINE (3 heartbeats)
+    fleet_page_refresh_s: float = 5.0  # how often the fleet page asks again

@@ -100,6 +100,22 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     received_at TEXT NOT NULL,
     data TEXT NOT NULL
 ){rowid};
+-- The fleet view: every store that made a request (to within `SEEN_EVERY_S`), and where each
+-- gateway's cache cursor stood against central's changes when its last heartbeat arrived.
+CREATE TABLE IF NOT EXISTS stores (
+    store_id TEXT PRIMARY KEY,
+    first_seen_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    gateway_id TEXT NOT NULL
+){rowid};
+CREATE TABLE IF NOT EXISTS heartbeat_cursors (
+    gateway_id TEXT PRIMARY KEY,
+    cursor_mode TEXT NOT NULL,  -- delta | snapshot | none | unknown
+    cursor_seq {big},
+    central_seq {big} NOT NULL,
+    lag {big},
+    behind_since TEXT
+){rowid};
 CREATE TABLE IF NOT EXISTS snapshots (
     etag TEXT PRIMARY KEY,
     built_at TEXT NOT NULL,

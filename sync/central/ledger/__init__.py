@@ -16,7 +16,8 @@ The ledger's parts, one concept a module, each a mixin over `base.LedgerBase`:
 - `records`: members, coupons and the rules, as the admin API and the seed files set them;
 - `changes`: sealed cursors, change pages, snapshot exports and their stored files;
 - `events`: batches of events applied exactly once; `coupons`: coupon limits (authorizations
-  and redemptions); `reports`: catalogs, heartbeats and the admin views.
+  and redemptions); `reports`: catalogs and the admin views;
+- `fleet`: heartbeats, the stores seen, each store's cursor lag, the chain-wide stop switch.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from __future__ import annotations
 from sync.central.ledger.base import Change, Outcome, Shared, Tallies
 from sync.central.ledger.changes import SNAPSHOT_PAGE, Changes, SnapshotInfo
 from sync.central.ledger.events import Batch, Events
+from sync.central.ledger.fleet import PROGRAMS, Fleet, FleetRows
 from sync.central.ledger.records import Records
 from sync.central.ledger.reports import Reports
 
 __all__ = [
+    "PROGRAMS",
     "SNAPSHOT_PAGE",
     "Batch",
     "Change",
+    "FleetRows",
     "Ledger",
     "Outcome",
     "Shared",
@@ -39,5 +43,5 @@ __all__ = [
 ]
 
 
-class Ledger(Records, Changes, Events, Reports):
+class Ledger(Fleet, Records, Changes, Events, Reports):
     """Central's state over one connection. Every method runs on that connection's thread."""

@@ -152,12 +152,19 @@ class Records(LedgerBase):
             raise ApiError(400, "BAD_REQUEST", "the rules document needs a version string")
         with self.transaction():
             self.publishing()
-            self.conn.execute(
-                "INSERT INTO rules VALUES (1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                (dumps(document),),
-            )
-            self.emit([("rules", "", "rules")])
+            self.write_rules(document)
+
+    def write_rules(self, document: dict[str, Any]) -> None:
+        """Inside a publishing transaction: the rules document, and its `rules` change."""
+        self.conn.execute(
+            "INSERT INTO rules VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            (dumps(document),),
+        )
+        self.emit([("rules", "", "rules")])
+
+    def rules_document(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data FROM rules WHERE id = 1").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def _member(self, member_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(

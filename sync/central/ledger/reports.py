@@ -1,4 +1,5 @@
-"""What stores report besides events (catalogs, heartbeats), and the admin API's views of it all."""
+"""What stores report besides events (catalogs), and the admin API's views of it all (the
+heartbeats are the fleet's: `ledger.fleet`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sync.central.ledger.base import LedgerBase
 
 
 class Reports(LedgerBase):
-    """The ledger's reports: a store's catalog and heartbeats in; stats and checks out."""
+    """The ledger's reports: a store's catalog in; stats and checks out."""
 
     def put_catalog(self, store: str, body: object) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -56,36 +57,6 @@ class Reports(LedgerBase):
                 (store, content_hash, generated_at, len(products), self.stamp(), dumps(body)),
             )
         return {"status": "stored", "content_hash": content_hash}
-
-    def heartbeat(self, store: str, body: object) -> None:
-        if not isinstance(body, dict):
-            raise ApiError(400, "BAD_REQUEST", "the body must be a JSON object")
-        f = Fields(body)
-        try:
-            gateway_id = f.required_text("gateway_id")
-            if not isinstance(body.get("version"), str):
-                raise Invalid("version", "must be a string")
-            f.stamp("sent_at")
-            if f.required_int("queue_depth") < 0:
-                raise Invalid("queue_depth", "must not be negative")
-            age = f.raw("oldest_event_age_s")
-            if age is not None and (type(age) not in (int, float) or age < 0):
-                raise Invalid("oldest_event_age_s", "must be a number of seconds or null")
-            f.text("cursor", nullable=True)
-            for name, adapter in f.obj("adapters").data.items():
-                a = Fields(adapter if isinstance(adapter, dict) else {}, f"adapters.{name}.")
-                if not isinstance(adapter, dict) or not isinstance(adapter.get("state"), str):
-                    raise Invalid(f"adapters.{name}.state", "must be a string")
-                a.required_int("connections")
-            f.required_int("dead_letters")
-        except Invalid as exc:
-            raise ApiError(400, "BAD_REQUEST", str(exc)) from None
-        self.conn.execute(
-            "INSERT INTO heartbeats VALUES (?, ?, ?, ?) ON CONFLICT (gateway_id) DO UPDATE "
-            "SET store_id = excluded.store_id, received_at = excluded.received_at, "
-            "data = excluded.data",
-            (gateway_id, store, self.stamp(), dumps(body)),
-        )
 
     # ---- admin views ----
 
