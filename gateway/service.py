@@ -9,7 +9,7 @@ import contextlib
 import datetime as dt
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
@@ -28,42 +28,30 @@ from gateway.domain.models import (
     CouponVoidRequest,
     IdentOk,
     IdentRequest,
-    Item,
-    LedgerEntry,
     MemberCard,
     OutboxEvent,
     Pong,
     PostOk,
     PostRequest,
     Refusal,
-    Settlement,
 )
-from gateway.domain.money import format_amount, format_money, parse_amount
+from gateway.domain.money import parse_amount
 from gateway.domain.names import CommandName, EventType
 from gateway.domain.reasons import CASHIER_TEXT, Reason
 from gateway.domain.rules_doc import DEFAULT_RULES, RulesDocument
 from gateway.rules.coupons import CouponUsage, coupon_refusal
-from gateway.rules.points import EarnContext, earn_points, is_birthday, tickets_and_wallet
+from gateway.rules.settlement import LOTTERY, SettleOptions, lottery_mode
+
+# The receipt's shape lives with the settlement; these names are the service's too.
+from gateway.rules.settlement import RECEIPT_LINES as RECEIPT_LINES
+from gateway.rules.settlement import RECEIPT_WIDTH as RECEIPT_WIDTH
+from gateway.rules.settlement import receipt_line as receipt_line
 from gateway.rules.tokens import TokenRefused, looks_like_token, verify_app_token
-from gateway.store.store import (
-    CheckContext,
-    CheckKey,
-    ContextChanged,
-    MemberView,
-    PostedCheck,
-    ReservedCoupon,
-    Store,
-    utc_stamp,
-)
+from gateway.store.store import CheckKey, CheckToRecord, MemberView, Store, utc_stamp
 from gateway.store.writer import StorageFull, WriterClosed
 
 log = structlog.get_logger("gateway.service")
 
-# receipt.line_width (DESIGN.md section 2): what a MICROS check information line holds; the
-# public ISL scripts cut the lines they save to 24 characters.
-RECEIPT_WIDTH = 24
-RECEIPT_LINES = 8
-LOTTERY = "lottery"
 
 CentralState = Literal["STANDALONE", "ONLINE", "OFFLINE"]
 
@@ -178,21 +166,6 @@ class ServiceStats:
     future_business_dates: int = 0  # checks refused: business date later than tomorrow here
 
 
-def receipt_line(label: str, value: str, width: int = RECEIPT_WIDTH) -> str:
-    """`label .... value` in at most `width` characters (receipt.line_width, 24 by default):
-    the label is cut first, then the value."""
-    value = value[:width]
-    room = width - len(value) - 1
-    if room <= 0:
-        return value
-    return f"{label[:room]:<{room}} {value}"
-
-
-def qty_text(qty_milli: int) -> str:
-    text = format_amount(qty_milli, 3).rstrip("0").rstrip(".")
-    return text or "0"
-
-
 class Gateway:
     """Answers registers from the local store. Every method returns an answer; none raises for
     bad luck (unknown card, full disk): those become `Refusal`s with a stable reason."""
@@ -214,6 +187,13 @@ class Gateway:
         self.stats = ServiceStats()
         self._rules: tuple[str, RulesDocument] | None = None
         self._future_date: dt.date | None = None  # the latest refused; None: no alarm
+        self._settle_options = SettleOptions(
+            store_id=options.store_id,
+            currency_decimals=options.currency_decimals,
+            currency=options.currency,
+            locale=options.locale,
+            receipt_width=options.receipt_width,
+        )
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -231,9 +211,6 @@ class Gateway:
     def _refuse(self, command: str, reason: Reason, message: str | None = None) -> Refusal:
         self._count(command, reason.value)
         return Refusal(reason, message or CASHIER_TEXT.get(reason, reason.value))
-
-    def _money(self, minor: int) -> str:
-        return format_amount(minor, self.options.currency_decimals)
 
     def latest_business_date(self) -> dt.date:
         """Tomorrow in the store's time zone: no register may post a later business date."""
@@ -289,15 +266,9 @@ class Gateway:
         """Paused here (`edge-gateway pause lottery`) or by central in the rules document."""
         return view.lottery_paused or rules.paused(LOTTERY)
 
-    @classmethod
-    def lottery_mode(cls, view: MemberView, rules: RulesDocument = DEFAULT_RULES) -> bool:
-        member = view.member
-        return (
-            member.earn_mode == LOTTERY
-            and member.lottery_consent
-            and member.lottery_eligible
-            and not cls.lottery_paused(view, rules)
-        )
+    @staticmethod
+    def lottery_mode(view: MemberView, rules: RulesDocument = DEFAULT_RULES) -> bool:
+        return lottery_mode(view.member, view.lottery_paused, rules)
 
     # ---- the commands --------------------------------------------------------------------------
 
@@ -570,203 +541,26 @@ class Gateway:
         if rules.category_multipliers or rules.excluded_categories:
             categories = self.store.categories_for([i.object for i in request.items])
         key = CheckKey(request.business_date, request.wsid, request.check)
-        # Settled here from the context the store reads now, then recorded by the store. When
-        # that context changed before the write (another check of the same member committed in
-        # between), nothing was written: settle again from the context the writer read. Each
-        # retry follows a commit that changed this member or these coupons, so there are at
-        # most as many as such writes running at once.
-        context = self.store.check_context(
-            key, member_id=request.member_id, coupon_refs=request.coupon_refs, now=now
-        )
+        # Settled once, by the store, inside the transaction that records it (store/checks.py).
         try:
-            outcome = await self.store.record_check(
-                self._settled(request, key, context, now, rules, categories)
+            recorded = await self.store.record_check(
+                CheckToRecord(key, request, now, rules, categories, self._settle_options)
             )
-            while isinstance(outcome, ContextChanged):
-                outcome = await self.store.record_check(
-                    self._settled(request, key, outcome.current, now, rules, categories)
-                )
-            reply, first_time = outcome.reply, outcome.first_time
         except StorageFull:
             return self._refuse(CommandName.POST, Reason.STORAGE_FULL)
-        self._count(CommandName.POST, "ok" if first_time else "replayed")
-        return reply
-
-    # ---- settling a check (on the loop, from the context the store read; pure but for ULIDs) --
-
-    def _settled(
-        self,
-        request: PostRequest,
-        key: CheckKey,
-        context: CheckContext,
-        now: dt.datetime,
-        rules: RulesDocument,
-        categories: dict[int, str],
-    ) -> PostedCheck:
-        """The check settled from `context`, as the store records it."""
-        settlement = self._settle(request, context, now, rules, categories)
-        # Positional: keywords cost a quarter of a microsecond here, on every POST.
-        return PostedCheck(
-            key, request.member_id, request.total, request.coupon_refs, now, context, settlement
-        )
-
-    def _settle(
-        self,
-        request: PostRequest,
-        context: CheckContext,
-        now: dt.datetime,
-        rules: RulesDocument,
-        categories: dict[int, str],
-    ) -> Settlement:
-        view, coupons = context.member_view(), context.coupons
-        member: MemberCard | None = view.member if view else None
-        earned = 0
-        if request.member_id is not None:
-            earn = EarnContext(
-                decimals=self.options.currency_decimals,
-                tier=member.tier if member else "",
-                birthday=is_birthday(member.birthday if member else None, request.business_date),
-                day=request.business_date,
-                categories=categories,
-            )
-            earned = earn_points(request.total, request.subtotal, request.items, rules, earn)
-        tickets = 0
-        ledger: LedgerEntry | None = None
-        balance = view.balance if view else Balance(0, 0)
-        lottery = view is not None and self.lottery_mode(view, rules)
-        if request.member_id is not None:
-            if lottery:
-                tickets, wallet_after = tickets_and_wallet(
-                    balance.wallet, earned, rules.ticket_price
+        settlement = recorded.settlement
+        if settlement is not None:
+            if settlement.unknown_refs:
+                self.stats.unknown_coupon_refs += len(settlement.unknown_refs)
+                log.warning(
+                    "post_unknown_coupon_refs", refs=list(settlement.unknown_refs), check=key.check
                 )
-                ledger = LedgerEntry(request.member_id, 0, wallet_after - balance.wallet, tickets)
-                balance = Balance(balance.points, wallet_after)
-            else:
-                ledger = LedgerEntry(request.member_id, earned, 0, 0)
-                balance = Balance(balance.points + earned, balance.wallet)
-        reply = PostOk(
-            points_earned=earned,
-            points_balance=balance.points,
-            tickets_earned=tickets,
-            wallet_points=balance.wallet,
-            receipt_lines=self._receipt(
-                request,
-                member,
-                earned,
-                tickets,
-                balance,
-                lottery=lottery,
-                tickets_month=(view.tickets_this_month if view else 0) + tickets,
-            ),
-        )
-        unknown = [c.ref for c in coupons if c.code is None]
-        if unknown:
-            self.stats.unknown_coupon_refs += len(unknown)
-            log.warning("post_unknown_coupon_refs", refs=unknown, check=request.check)
-        events = [self._check_posted(request, coupons, earned, ledger, now, rules.version)]
-        events += [
-            self._event(
-                EventType.COUPON_REDEEMED,
-                {
-                    "code": c.code,
-                    "coupon_ref": c.ref,
-                    "origin": c.origin,
-                    "business_date": request.business_date.isoformat(),
-                    "wsid": request.wsid,
-                    "check": request.check,
-                    "member_id": request.member_id,
-                },
-                now,
-            )
-            for c in coupons
-            if c.redeemable
-        ]
-        refused = [c.ref for c in coupons if c.code is not None and not c.redeemable]
-        if refused:
-            self.stats.refused_coupon_refs += len(refused)
-            log.warning("post_coupon_refs_not_redeemed", refs=refused, check=request.check)
-        return Settlement(reply=reply, ledger=ledger, events=events)
-
-    def _check_posted(
-        self,
-        request: PostRequest,
-        coupons: Sequence[ReservedCoupon],
-        earned: int,
-        ledger: LedgerEntry | None,
-        now: dt.datetime,
-        rules_version: str,
-    ) -> OutboxEvent:
-        # earn_mode and wallet_delta tell central where the points went (DESIGN.md section 6).
-        lottery = ledger is not None and (ledger.tickets != 0 or ledger.wallet != 0)
-        return self._event(
-            EventType.CHECK_POSTED,
-            {
-                "business_date": request.business_date.isoformat(),
-                "wsid": request.wsid,
-                "rvc": request.rvc,
-                "check": request.check,
-                "member_id": request.member_id,
-                "subtotal": self._money(request.subtotal),
-                "total": self._money(request.total),
-                "items": [self._item(i) for i in request.items],
-                "coupons": [c.code for c in coupons if c.redeemable],
-                "unknown_coupon_refs": [c.ref for c in coupons if c.code is None],
-                # Known refs this check could not redeem: already used, or used up meanwhile.
-                "refused_coupon_refs": [
-                    c.ref for c in coupons if c.code is not None and not c.redeemable
-                ],
-                "points_earned": earned,
-                "tickets_earned": ledger.tickets if ledger else 0,
-                "wallet_delta": ledger.wallet if ledger else 0,
-                "earn_mode": "lottery" if lottery else "points",
-                "rules_version": rules_version,
-            },
-            now,
-        )
-
-    def _item(self, item: Item) -> dict[str, Any]:
-        return {
-            "qty": qty_text(item.qty_milli),
-            "object": item.object,
-            "total": self._money(item.total),
-        }
-
-    def _receipt(
-        self,
-        request: PostRequest,
-        member: MemberCard | None,
-        earned: int,
-        tickets: int,
-        balance: Balance,
-        *,
-        lottery: bool,
-        tickets_month: int = 0,
-    ) -> tuple[str, ...]:
-        if member is None and earned == 0:
-            return ()
-        # At most RECEIPT_LINES lines of RECEIPT_WIDTH characters. A member's receipt always
-        # names the points this visit earned; a lottery member's also the tickets (this visit
-        # and this month) and the wallet the points went to (DESIGN.md section 2).
-        width = self.options.receipt_width
-
-        def line(label: str, value: str) -> str:
-            return receipt_line(label, value, width)
-
-        lines = []
-        if member is not None and member.display_name:
-            lines.append(line("Member", member.display_name))
-        lines.append(line("Points this visit", str(earned)))
-        if lottery:
-            lines.append(line("Tickets this visit", str(tickets)))
-            lines.append(line("Tickets this month", str(tickets_month)))
-            lines.append(line("Wallet points", str(balance.wallet)))
-        if member is not None:  # a member this store does not hold: central knows the balance
-            lines.append(line("Points balance", str(balance.points)))
-        saved = request.subtotal - request.total
-        if saved > 0 and request.coupon_refs:
-            options = self.options
-            amount = format_money(
-                saved, options.currency_decimals, options.currency, options.locale
-            )
-            lines.append(line("You saved", amount))
-        return tuple(lines[:RECEIPT_LINES])
+            if settlement.refused_refs:
+                self.stats.refused_coupon_refs += len(settlement.refused_refs)
+                log.warning(
+                    "post_coupon_refs_not_redeemed",
+                    refs=list(settlement.refused_refs),
+                    check=key.check,
+                )
+        self._count(CommandName.POST, "ok" if recorded.first_time else "replayed")
+        return recorded.reply

@@ -18,15 +18,15 @@ from gateway.domain.models import (
     OutboxEvent,
     PostOk,
     Refusal,
-    Settlement,
 )
 from gateway.domain.reasons import Reason
+from gateway.domain.rules_doc import DEFAULT_RULES
+from gateway.rules.settlement import SettleOptions
 from gateway.service import Gateway, ServiceOptions
 from gateway.store.schema import SCHEMA_VERSION, SchemaTooNew
 from gateway.store.store import (
     CheckKey,
-    ContextChanged,
-    PostedCheck,
+    CheckToRecord,
     Recorded,
     Store,
     StoreCorrupt,
@@ -358,42 +358,39 @@ async def test_a_re_imported_member_still_shows_unapplied_points(
     assert view is not None and view.balance.points == 142
 
 
-# ---- recording a settled check ----------------------------------------------------------------
+# ---- recording a check, settled inside its own transaction --------------------------------
 
 
-def _settled(key: CheckKey, store: Store, reply: PostOk) -> PostedCheck:
-    context = store.check_context(key, member_id="M1", coupon_refs=(), now=NOW)
-    return PostedCheck(key, "M1", 100, (), NOW, context, Settlement(reply, ledger=None))
-
-
-async def test_a_check_settled_from_a_context_that_changed_since_is_not_recorded(
-    store: Store, service: Gateway
-) -> None:
-    key = CheckKey(DATE, 1, 7)
-    reply = PostOk(1, 121, 0, 0, ())
-    stale = _settled(key, store, reply)
-    await service.post_check(post_req(8, total=1000))  # another check of M1 commits: 10 points
-    outcome = await store.record_check(stale)
-    assert isinstance(outcome, ContextChanged)
-    assert store.posted_reply(key) is None  # nothing of it was written
-    assert outcome.current == store.check_context(key, member_id="M1", coupon_refs=(), now=NOW)
-    assert outcome.current.member is not None and stale.context.member is not None
-    assert outcome.current.member.points == stale.context.member.points + 10
-    # settled again from the context the writer saw, it is recorded
-    fresh = PostedCheck(key, "M1", 100, (), NOW, outcome.current, Settlement(reply, ledger=None))
-    assert await store.record_check(fresh) == Recorded(reply, first_time=True)
-    assert store.posted_reply(key) == reply
-
-
-async def test_a_posted_check_answers_its_first_reply_whatever_its_context(
-    store: Store, service: Gateway
-) -> None:
-    key = CheckKey(DATE, 1, 7)
-    first = PostOk(1, 121, 0, 0, ())
-    stale = _settled(key, store, PostOk(9, 999, 0, 0, ()))
-    assert await store.record_check(_settled(key, store, first)) == Recorded(first, True)
-    await service.post_check(post_req(8, total=1000))  # M1's context changes
-    assert await store.record_check(stale) == Recorded(first, first_time=False)
-    assert await store.record_check(_settled(key, store, stale.settlement.reply)) == Recorded(
-        first, first_time=False
+def _check(check: int, total: int) -> CheckToRecord:
+    return CheckToRecord(
+        CheckKey(DATE, 1, check),
+        post_req(check, total=total),
+        NOW,
+        DEFAULT_RULES,
+        {},
+        SettleOptions(store_id=STORE_ID),
     )
+
+
+async def test_checks_recorded_at_once_each_see_every_earlier_one(store: Store) -> None:
+    # Ten checks of M1 (120 points) queued together share transactions: each is settled from
+    # what its own job reads, after the jobs before it, so the balances run 130, 140, ... 220.
+    recorded = await asyncio.gather(*(store.record_check(_check(n, 1000)) for n in range(1, 11)))
+    assert all(r.first_time for r in recorded)
+    assert sorted(r.reply.points_balance for r in recorded) == list(range(130, 221, 10))
+    assert await store.ledger_total("M1") == (100, 0, 0)
+    view = store.member("M1")
+    assert view is not None and view.balance.points == 220
+
+
+async def test_a_posted_check_answers_its_first_reply_whatever_happened_since(
+    store: Store, service: Gateway
+) -> None:
+    first = await store.record_check(_check(7, 100))
+    assert first.first_time and first.settlement is not None
+    assert (first.reply.points_earned, first.reply.points_balance) == (1, 121)
+    await service.post_check(post_req(8, total=1000))  # another check of M1 commits: 10 points
+    again = await store.record_check(_check(7, 5000))  # the same check, whatever it says now
+    assert again == Recorded(first.reply, first_time=False)
+    assert store.posted_reply(CheckKey(DATE, 1, 7)) == first.reply
+    assert await store.ledger_total("M1") == (11, 0, 0)  # counted once

@@ -261,10 +261,25 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReservedCoupon:
+    """A coupon ref a posted check carries, as the store found it."""
+
+    ref: str
+    code: str | None  # None when the register sent a ref this store does not know
+    status: str | None
+    # Whether posting this check redeems it: a live reservation does; a released one only if
+    # the coupon still has a use left (its reservation expired or was voided meanwhile).
+    redeemable: bool = False
+    origin: str | None = None  # reward, occasion, campaign, voucher: kept for reporting
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
-    """Everything a posted check writes, computed by the service from the context the store
-    read; the store writes it only if that context still holds (else the service settles again)."""
+    """Everything a posted check writes (gateway/rules/settlement.py computes it inside the
+    transaction that records it), and the refs it could not redeem, for the service to count."""
 
     reply: PostOk
     ledger: LedgerEntry | None
     events: list[OutboxEvent] = field(default_factory=list)
+    unknown_refs: tuple[str, ...] = ()  # refs this store does not know
+    refused_refs: tuple[str, ...] = ()  # known refs already used, or used up meanwhile

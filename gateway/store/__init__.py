@@ -32,8 +32,9 @@ The connection model: three connections to one database in WAL mode, each for on
 
 What follows from it: a method that reads on the lookup connection is a plain `def`; one that
 waits for the reader or the writer is `async def`. Only the writer writes. A value read on the
-loop and then written is a snapshot, not a lock, so the write job reads it again: a check's
-settlement is computed on the loop from a `CheckContext` and recorded only if the writer reads
-the same context (else the service settles again; checks.py). A coupon reservation's limit is
-decided inside the job by a pure rule the service passes in (coupons.py says why).
+loop and then written is a snapshot, not a lock, so a write that depends on what it reads reads
+it inside its own job: a check is settled inside the transaction that records it, by the pure
+rule of `gateway/rules/settlement.py`, from what that transaction reads (checks.py); a coupon
+reservation's limit is decided inside its job by a pure rule the service passes in (coupons.py
+says why).
 """

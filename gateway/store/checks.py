@@ -1,11 +1,12 @@
-"""Posted checks and the ledger: the context a check's settlement is computed from, and the
-settled check recorded once, with its ledger entry, events and redeemed coupons.
+"""Posted checks and the ledger: a check recorded once, with its ledger entry, events and
+redeemed coupons, settled inside the transaction that records it.
 
-The walk is one way: the service reads a `CheckContext` (`Checks.check_context`, on the loop),
-computes the `Settlement` from it, and hands the store a `PostedCheck`. The write transaction
-reads the context again; if it changed in between (another check of the same member, a coupon's
-reservation), nothing is written and the service settles again from the context the writer saw
-(`ContextChanged`). The receipt's balance is therefore always exact, and nothing counts twice.
+The walk is one way: the service hands the store a `CheckToRecord` (the request, the rules in
+force, the menu's categories); the write job reads what the settlement depends on (the member's
+row and balance, the tickets of the month, each coupon ref's reservation) on the writer's
+connection, where every earlier check is already visible, settles the check with the pure rule
+(`gateway/rules/settlement.py`) once, and writes it. Nothing is read twice and nothing is
+settled twice; the receipt's balance is always exact, and nothing counts twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from gateway.domain.models import PostOk, Settlement
+from gateway.domain.models import Balance, PostOk, PostRequest, ReservedCoupon, Settlement
+from gateway.domain.rules_doc import RulesDocument
+from gateway.rules.settlement import CheckFacts, SettleOptions, settle
 from gateway.store.cache import LOTTERY, MEMBER_BY_ID, MemberRow, MemberView, member_row
 from gateway.store.connections import StorePart, utc_stamp
 from gateway.store.coupons import UsageChange, bump_usage
@@ -36,22 +39,10 @@ class CheckKey:
         return f"{self.business_date:%Y%m%d}:{self.wsid}:{self.check}"
 
 
-@dataclass(frozen=True, slots=True)
-class ReservedCoupon:
-    ref: str
-    code: str | None  # None when the register sent a ref this store does not know
-    status: str | None
-    # Whether posting this check redeems it: a live reservation does; a released one only if
-    # the coupon still has a use left (its reservation expired or was voided meanwhile).
-    redeemable: bool = False
-    origin: str | None = None  # reward, occasion, campaign, voucher: kept for reporting
-
-
 class CheckContext(NamedTuple):
-    """What a posted check's settlement depends on, as read at one moment: the member's row
-    with its balance, for a lottery member the tickets of the business month, and each coupon
-    ref's reservation. Tuples of raw values, so that two reads compare cheaply (the writer
-    compares them on every post)."""
+    """What a posted check's settlement depends on, as its transaction read it: the member's
+    row with its balance, for a lottery member the tickets of the business month, and each
+    coupon ref's reservation."""
 
     member: MemberRow | None
     tickets_this_month: int
@@ -60,31 +51,34 @@ class CheckContext(NamedTuple):
     def member_view(self) -> MemberView | None:
         return MemberView.of(self.member, self.tickets_this_month) if self.member else None
 
+    def facts(self, lottery_paused_here: bool) -> CheckFacts:
+        view = self.member_view()
+        return CheckFacts(
+            member=view.member if view else None,
+            balance=view.balance if view else Balance(0, 0),
+            lottery_paused_here=lottery_paused_here,
+            tickets_this_month=self.tickets_this_month,
+            coupons=self.coupons,
+        )
 
-class PostedCheck(NamedTuple):
-    """A settled check, for the store to record: the check, the context its settlement was
-    computed from, and the settlement (reply, ledger entry, events; the first event is the
-    check's own `check.posted`, whose id the ledger entry carries)."""
+
+@dataclass(frozen=True, slots=True)
+class CheckToRecord:
+    """A posted check for the store to settle and record, with what its settlement needs that
+    the store does not hold (the rules in force, the menu's categories, the store's settings)."""
 
     key: CheckKey
-    member_id: str | None
-    total: int
-    coupon_refs: Sequence[str]
+    request: PostRequest
     posted_at: dt.datetime
-    context: CheckContext
-    settlement: Settlement
+    rules: RulesDocument
+    categories: dict[int, str]
+    options: SettleOptions
 
 
 class Recorded(NamedTuple):
     reply: PostOk
     first_time: bool  # False: the check was posted before and `reply` is its first reply
-
-
-class ContextChanged(NamedTuple):
-    """The context changed after it was read: nothing was written; settle again from
-    `current`, read inside the write transaction."""
-
-    current: CheckContext
+    settlement: Settlement | None = None  # the first time only: what was written
 
 
 _TICKETS_THIS_MONTH = """
@@ -188,61 +182,42 @@ _STORED_REPLY = (
 class Checks(StorePart):
     """Posted checks, recorded once each, and the ledger they write."""
 
-    def check_context(
-        self,
-        key: CheckKey,
-        *,
-        member_id: str | None,
-        coupon_refs: Sequence[str],
-        now: dt.datetime,
-    ) -> CheckContext:
-        """What the check's settlement depends on now (point lookups, on the loop's thread)."""
-        now_s = utc_stamp(now) if coupon_refs else ""  # only reservations depend on the time
-        return read_check_context(
-            self._lookup, member_id, coupon_refs, now_s, key.business_date, self._paused(LOTTERY)
-        )
+    async def record_check(self, check: CheckToRecord) -> Recorded:
+        """Settle and record a check durably, once; the reply is sent only after this returns.
 
-    async def record_check(self, check: PostedCheck) -> Recorded | ContextChanged:
-        """Record a settled check durably, once; the reply is sent only after this returns.
-
-        A check posted before answers with its first reply (`first_time` False), whatever its
-        context. Otherwise the context is read again inside the write transaction; when it is
-        not the one the settlement was computed from, nothing is written (`ContextChanged`)."""
-        key, settlement = check.key, check.settlement
+        A check posted before answers with its first reply (`first_time` False)."""
+        key, request = check.key, check.request
         date_s, now_s = key.business_date.isoformat(), utc_stamp(check.posted_at)
         key_params = (date_s, key.wsid, key.check)
-        reply_json = _post_ok_to_json(settlement.reply)
-        events = event_rows(settlement.events)
-        entry = settlement.ledger
-        redeemed = [c for c in check.context.coupons if c.redeemable and c.code is not None]
-        coupon_rows: list[tuple[str, str, str]] = []
-        usage: list[UsageChange] = []
-        if redeemed:
-            coupon_rows = [(now_s, key.text(), c.ref) for c in redeemed]
-            # A redeemed reservation stops being open; a lapsed one was no longer open.
-            usage = [
-                UsageChange(str(c.code), redeemed=1, reserved=-1 if c.status == "reserved" else 0)
-                for c in redeemed
-            ]
-
         paused = self._paused(LOTTERY)  # on the loop: the held switches are the loop's
 
-        def job(conn: sqlite3.Connection) -> Recorded | ContextChanged:
-            current = read_check_context(
-                conn, check.member_id, check.coupon_refs, now_s, key.business_date, paused
-            )
-            if current != check.context:
-                stored = conn.execute(_STORED_REPLY, key_params).fetchone()
-                if stored is not None:
-                    return Recorded(_post_ok_from_json(stored[0]), first_time=False)
-                return ContextChanged(current)
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO posted_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key_params, check.member_id, check.total, reply_json, now_s),
-            )
-            if inserted.rowcount == 0:
-                stored = conn.execute(_STORED_REPLY, key_params).fetchone()
+        def job(conn: sqlite3.Connection) -> Recorded:
+            stored = conn.execute(_STORED_REPLY, key_params).fetchone()
+            if stored is not None:
                 return Recorded(_post_ok_from_json(stored[0]), first_time=False)
+            context = read_check_context(
+                conn, request.member_id, request.coupon_refs, now_s, key.business_date, paused
+            )
+            settlement = settle(
+                request,
+                context.facts(paused),
+                now_s=now_s,
+                rules=check.rules,
+                categories=check.categories,
+                options=check.options,
+            )
+            conn.execute(
+                "INSERT INTO posted_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *key_params,
+                    request.member_id,
+                    request.total,
+                    _post_ok_to_json(settlement.reply),
+                    now_s,
+                ),
+            )
+            events = event_rows(settlement.events)
+            entry = settlement.ledger
             if entry is not None and events:
                 amounts = (entry.points, entry.wallet, entry.tickets)
                 conn.execute(
@@ -258,21 +233,29 @@ class Checks(StorePart):
                     (entry.member_id, *amounts),
                 )
             conn.executemany(INSERT_EVENT, events)
-            if coupon_rows:
+            redeemed = [c for c in context.coupons if c.redeemable and c.code is not None]
+            if redeemed:
                 conn.executemany(
                     "UPDATE coupon_reservations SET status = 'redeemed', finished_at = ?,"
                     " posted_key = ? WHERE ref = ?",
-                    coupon_rows,
+                    [(now_s, key.text(), c.ref) for c in redeemed],
                 )
-                bump_usage(conn, usage)
-            return Recorded(settlement.reply, True)  # first time
+                # A redeemed reservation stops being open; a lapsed one was no longer open.
+                bump_usage(
+                    conn,
+                    [
+                        UsageChange(
+                            str(c.code), redeemed=1, reserved=-1 if c.status == "reserved" else 0
+                        )
+                        for c in redeemed
+                    ],
+                )
+            return Recorded(settlement.reply, True, settlement)
 
-        result: Recorded | ContextChanged = await self.writer.submit(
-            job,
-            proves_room=lambda done: isinstance(done, Recorded) and done.first_time,
-            small=True,
+        result: Recorded = await self.writer.submit(
+            job, proves_room=lambda done: done.first_time, small=True
         )
-        if isinstance(result, Recorded):
+        if result.first_time:
             self._outbox_changed()
         return result
 

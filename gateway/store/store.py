@@ -15,17 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.domain.models import ReservedCoupon
 from gateway.store.backup import backup_database
 from gateway.store.cache import Cache, ChangePage, MemberRow, MemberView, StaleRecords
-from gateway.store.checks import (
-    CheckContext,
-    CheckKey,
-    Checks,
-    ContextChanged,
-    PostedCheck,
-    Recorded,
-    ReservedCoupon,
-)
+from gateway.store.checks import CheckContext, CheckKey, Checks, CheckToRecord, Recorded
 from gateway.store.connections import Connections, StoreCorrupt, utc_stamp
 from gateway.store.coupons import CouponDecision, Coupons, Reservation
 from gateway.store.datadir import DataDirProblem, describe_unwritable, unwritable
@@ -46,13 +39,12 @@ __all__ = [
     "ChangePage",
     "CheckContext",
     "CheckKey",
-    "ContextChanged",
+    "CheckToRecord",
     "CouponDecision",
     "EventResult",
     "MemberRow",
     "MemberView",
     "OutboxBatch",
-    "PostedCheck",
     "QueuedEvent",
     "Recorded",
     "Reservation",
