@@ -185,16 +185,15 @@ class Checks(StorePart):
     async def record_check(self, check: CheckToRecord) -> Recorded:
         """Settle and record a check durably, once; the reply is sent only after this returns.
 
-        A check posted before answers with its first reply (`first_time` False)."""
+        A check posted before answers with its first reply (`first_time` False); the
+        settlement computed for it again is not written (replays are rare: asking first would
+        cost every check a statement)."""
         key, request = check.key, check.request
         date_s, now_s = key.business_date.isoformat(), utc_stamp(check.posted_at)
         key_params = (date_s, key.wsid, key.check)
         paused = self._paused(LOTTERY)  # on the loop: the held switches are the loop's
 
         def job(conn: sqlite3.Connection) -> Recorded:
-            stored = conn.execute(_STORED_REPLY, key_params).fetchone()
-            if stored is not None:
-                return Recorded(_post_ok_from_json(stored[0]), first_time=False)
             context = read_check_context(
                 conn, request.member_id, request.coupon_refs, now_s, key.business_date, paused
             )
@@ -206,8 +205,8 @@ class Checks(StorePart):
                 categories=check.categories,
                 options=check.options,
             )
-            conn.execute(
-                "INSERT INTO posted_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO posted_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     *key_params,
                     request.member_id,
@@ -216,6 +215,9 @@ class Checks(StorePart):
                     now_s,
                 ),
             )
+            if inserted.rowcount == 0:  # posted before (a retransmission): its first reply
+                stored = conn.execute(_STORED_REPLY, key_params).fetchone()
+                return Recorded(_post_ok_from_json(stored[0]), first_time=False)
             events = event_rows(settlement.events)
             entry = settlement.ledger
             if entry is not None and events:
