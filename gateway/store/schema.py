@@ -180,6 +180,25 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE storage_probe (b BLOB NOT NULL);
     """,
+    # 6: the outbox's order without AUTOINCREMENT: a plain rowid alias is one more than the
+    # largest left, so it still orders events as they were written (only ORDER BY uses it),
+    # and an insert no longer updates sqlite_sequence (one write less per event).
+    """
+    CREATE TABLE outbox_new (
+        seq         INTEGER PRIMARY KEY,
+        event_id    TEXT NOT NULL UNIQUE,
+        type        TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        batch_id    TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO outbox_new SELECT seq, event_id, type, occurred_at, payload, batch_id, attempts
+        FROM outbox ORDER BY seq;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_new RENAME TO outbox;
+    CREATE INDEX outbox_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
