@@ -7,11 +7,13 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import functools
+import inspect
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, cast
 
 import structlog
 
@@ -108,50 +110,34 @@ _R = TypeVar("_R")
 
 def _timed(
     command: str,
-) -> Callable[
-    [Callable[Concatenate[_Self, _P], Awaitable[_R]]],
-    Callable[Concatenate[_Self, _P], Awaitable[_R]],
-]:
-    def wrap(
-        method: Callable[Concatenate[_Self, _P], Awaitable[_R]],
-    ) -> Callable[Concatenate[_Self, _P], Awaitable[_R]]:
-        async def timed(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            started = time.perf_counter()
-            try:
-                return await method(self, *args, **kwargs)
-            finally:
-                self.stats.latency[command].observe(time.perf_counter() - started)
+) -> Callable[[Callable[Concatenate[_Self, _P], _R]], Callable[Concatenate[_Self, _P], _R]]:
+    """Time a command's service call into `stats.latency[command]`: a plain method until it
+    returns, an `async` one until its coroutine is done."""
 
-        timed.__name__ = method.__name__
-        timed.__doc__ = method.__doc__
-        return timed
-
-    return wrap
-
-
-def _timed_now(
-    command: str,
-) -> Callable[
-    [Callable[Concatenate[_Self, _P], _R]],
-    Callable[Concatenate[_Self, _P], _R],
-]:
-    """`_timed` for a command answered without awaiting anything."""
-
-    def wrap(
-        method: Callable[Concatenate[_Self, _P], _R],
-    ) -> Callable[Concatenate[_Self, _P], _R]:
+    def wrap(method: Callable[Concatenate[_Self, _P], _R]) -> Callable[Concatenate[_Self, _P], _R]:
+        @functools.wraps(method)
         def timed(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            started = time.perf_counter()
+            latency, started = self.stats.latency[command], time.perf_counter()
             try:
-                return method(self, *args, **kwargs)
-            finally:
-                self.stats.latency[command].observe(time.perf_counter() - started)
+                result = method(self, *args, **kwargs)
+            except BaseException:
+                latency.observe(time.perf_counter() - started)
+                raise
+            if inspect.iscoroutine(result):
+                return cast(_R, _observed(result, latency, started))
+            latency.observe(time.perf_counter() - started)
+            return result
 
-        timed.__name__ = method.__name__
-        timed.__doc__ = method.__doc__
         return timed
 
     return wrap
+
+
+async def _observed(running: Coroutine[Any, Any, _R], latency: Latency, started: float) -> _R:
+    try:
+        return await running
+    finally:
+        latency.observe(time.perf_counter() - started)
 
 
 @dataclass
@@ -275,7 +261,7 @@ class Gateway:
     async def ping(self) -> Pong:
         return self.ping_now()
 
-    @_timed_now(CommandName.PING)
+    @_timed(CommandName.PING)
     def ping_now(self) -> Pong:
         self._count(CommandName.PING, "ok")
         state: CentralState = self._central_state() if self._central_state else "STANDALONE"
@@ -284,7 +270,7 @@ class Gateway:
     async def identify(self, request: IdentRequest) -> IdentOk | Refusal:
         return self.identify_now(request)
 
-    @_timed_now(CommandName.IDENT)
+    @_timed(CommandName.IDENT)
     def identify_now(self, request: IdentRequest) -> IdentOk | Refusal:
         """IDENT answers from memory and the lookup connection: it never waits, so the SIM
         transports answer it inside their read callback."""

@@ -6,8 +6,6 @@ and every other workstation is answered."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 from conftest import RunningGateway
 from sales import CARD, DATE
 from sim_wire import read_frames
+from write_lock import write_lock_held
 
 from pos_adapters.sim.codec import encode_frame
 
@@ -74,35 +73,19 @@ async def test_idents_are_answered_without_a_task_posts_with_one_each(
 async def test_a_workstation_waits_behind_its_commit_and_no_other_does(
     gateway: RunningGateway,
 ) -> None:
-    taken, release = threading.Event(), threading.Event()
-
-    def hold_the_write_lock() -> None:  # the POST's commit cannot start meanwhile
-        other = sqlite3.connect(gateway.store.path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        taken.set()
-        release.wait(10)
-        other.execute("ROLLBACK")
-        other.close()
-
-    holder = threading.Thread(target=hold_the_write_lock)
-    holder.start()
     first, first_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     other, other_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     try:
-        assert await asyncio.to_thread(taken.wait, 5)
-        # Workstation 1: a POST, then an IDENT right behind it on the same connection.
-        first_writer.write(post(1, 1, 501) + ident(1, 2))
-        # Workstation 2, meanwhile: answered while workstation 1's POST waits.
-        other_writer.write(ident(2, 1))
-        (answer,) = await read_frames(other, 1)
-        assert answer.fields[0] == "IDENT_OK"
-        waiting = asyncio.ensure_future(read_frames(first, 2))
-        await asyncio.sleep(0.2)  # the behaviour under test: nothing comes while the lock is held
-        assert not waiting.done()
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
-    try:
+        async with write_lock_held(gateway.store.path):  # the POST's commit cannot start
+            # Workstation 1: a POST, then an IDENT right behind it on the same connection.
+            first_writer.write(post(1, 1, 501) + ident(1, 2))
+            # Workstation 2, meanwhile: answered while workstation 1's POST waits.
+            other_writer.write(ident(2, 1))
+            (answer,) = await read_frames(other, 1)
+            assert answer.fields[0] == "IDENT_OK"
+            waiting = asyncio.ensure_future(read_frames(first, 2))
+            await asyncio.sleep(0.2)  # the behaviour under test: nothing comes meanwhile
+            assert not waiting.done()
         got = await waiting
         assert [(f.seq, f.fields[0]) for f in got] == [(1, "POST_OK"), (2, "IDENT_OK")]
     finally:

@@ -8,35 +8,21 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from write_lock import write_lock_held
 
 from gateway.store.store import Store
 from gateway.store.writer import CHECKPOINT_EVERY
 
 
 async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loop(store: Store) -> None:
-    taken, release = threading.Event(), threading.Event()
+    def job(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT 41 + 1").fetchone()[0])
 
-    def hold_the_write_lock() -> None:  # as an operator's sqlite3 shell would
-        other = sqlite3.connect(store.path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        taken.set()
-        release.wait(10)
-        other.execute("ROLLBACK")
-        other.close()
-
-    holder = threading.Thread(target=hold_the_write_lock)
-    holder.start()
-    try:
-        assert await asyncio.to_thread(taken.wait, 5)
-
-        def job(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT 41 + 1").fetchone()[0])
-
+    async with write_lock_held(store.path):
         written = asyncio.ensure_future(store.writer.submit(job, small=True))
         # The loop keeps turning while the batch waits for the lock: 20 ticks of 10 ms.
         started = time.perf_counter()
@@ -44,9 +30,6 @@ async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loop(store: Sto
             await asyncio.sleep(0.01)
         assert time.perf_counter() - started < 1.0
         assert not written.done()
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
     assert await asyncio.wait_for(written, 10) == 42
 
 
