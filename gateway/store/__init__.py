@@ -6,7 +6,7 @@
     cache.py        central's records: members and their pending points, coupons, rules
                     documents, the POS menu's products, the sync state
     coupons.py      reservations at the register: reserve within the limits, authorise, release
-    checks.py       posted checks and the ledger: a check's context, the settled check recorded
+    checks.py       posted checks and the ledger: a check settled and recorded in one job
     outbox.py       events towards central: batches, central's results, dead letters
     switches.py     members' earn-mode choices and the program switches
     store.py        `Store`: all the parts over one set of connections, and status counts
@@ -14,17 +14,19 @@
 
 The connection model: three connections to one database in WAL mode, each for one kind of work.
 
-- **The writer's connection** (`Writer`, writer.py): a plain `sqlite3` connection owned by one
-  thread. Every change is a job (a function of this connection) queued with `Writer.submit`;
-  the jobs queued while a commit runs share the next transaction, each in its own savepoint, and
-  one fsync (group commit). A job's caller resumes only after the commit. Reads that must see the
-  data as it is in the write transaction run inside the job: a coupon's usage when it is
-  reserved, a check's context when it is recorded. Why a thread and a plain connection: a whole
-  batch costs one hop to the thread, not one per statement (aiosqlite's way).
+- **The writer's connection** (`Writer`, writer.py): a plain `sqlite3` connection, the only one
+  that writes. Every change is a job (a function of this connection) queued with
+  `Writer.submit`; the jobs queued while a commit runs share the next transaction and one fsync
+  (group commit). A register request's job (`small`) runs its statements on the event loop's
+  thread and its COMMIT (the fsync) on the writer's own thread; a bulk job (central's pages, an
+  import) runs wholly on that thread, so it never holds the loop. A job's caller resumes only
+  after the commit. Reads that must see the data as it is in the write transaction run inside
+  the job: a coupon's usage when it is reserved, a check's member and coupons when it is settled
+  and recorded.
 - **The lookup connection** (`StorePart._lookup`): a plain `sqlite3` connection read on the
   event loop's own thread, `query_only`, busy timeout 250 ms. Indexed point lookups only (a
-  card, a member, a coupon, the rules in force, a check's context): about 25 µs from SQLite's
-  page cache, a quarter of a hop to another thread and back. WAL means a reader never waits for
+  card, a member, a coupon, a posted check's reply): 8-12 µs from SQLite's page cache, a
+  quarter of a hop to another thread and back (bench/lookup.py). WAL means a reader never waits for
   the writer; the short busy timeout bounds how long a rare lock could hold the loop.
 - **The reader** (`StorePart._reader`): one aiosqlite connection (its own thread),
   `query_only`, busy timeout 10 s. Scans and counts, which may take milliseconds and would hold
