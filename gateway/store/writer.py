@@ -163,6 +163,8 @@ class Writer:
         # Batches and `run_on_thread` take turns with the connection.
         self._conn_lock = asyncio.Lock()
         self._since_checkpoint = 0  # batches committed since the WAL was last checkpointed
+        self._durable_mode: bool | None = None  # the connection's `synchronous` now
+        self._in_batch = False  # the writer's loop holds items taken from the queue
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._riders: list[Job] = []
@@ -212,8 +214,67 @@ class Writer:
         check, so its commit shows that a check fits (it clears the storage-full alarm).
         small: a register request's few rows (the statements may then run on the loop).
         """
+        if small and not durable and self._idle():
+            done = self._run_now(job, proves_room)
+            if done is not None:
+                ok, value = done
+                if ok:
+                    return value  # type: ignore[no-any-return]
+                raise value
         future = self.submit_nowait(job, durable=durable, proves_room=proves_room, small=small)
         return await asyncio.shield(future)  # a cancelled caller must not undo a queued commit
+
+    def _idle(self) -> bool:
+        return (
+            self._task is not None
+            and not self._closing
+            and not self._in_batch
+            and not self._conn_lock.locked()
+            and self._queue.empty()
+        )
+
+    def _run_now(
+        self, job: Job, proves_room: bool | Callable[[Any], bool]
+    ) -> tuple[bool, Any] | None:
+        """A small job that need not be durable, while the writer is idle: its transaction at
+        once, in the caller's turn of the loop (no fsync waits for it, so there is no commit to
+        share and nothing to queue for). None: another process holds the write lock; queue it."""
+        conn = self._require_conn()
+        started = time.perf_counter()
+        try:
+            self._synchronous(conn, durable=False)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            if _is_busy(error):
+                return None
+            outcome: tuple[bool, Any] = (False, _as_storage_full(error))
+        else:
+            try:
+                outcome = (True, job(conn))
+            except Exception as error:  # the job's failure is its caller's
+                outcome = (False, _as_storage_full(error))
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+            else:
+                refused = _commit(conn)
+                if refused is None:
+                    self._committed(1, started)
+                else:
+                    outcome = (False, _as_storage_full(refused))
+        if not outcome[0] and not isinstance(outcome[1], StorageFull):
+            self.stats.failed_jobs += 1
+        item = _Item(job, asyncio.get_running_loop().create_future(), False, proves_room, True)
+        self._note_storage([item], [outcome])
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._queue.put_nowait(_WAKE)  # the writer's loop checkpoints, on the thread
+        return outcome
+
+    def _synchronous(self, conn: sqlite3.Connection, *, durable: bool) -> None:
+        """`PRAGMA synchronous` for the next transaction, when it is not already so."""
+        if self._durable_mode is not durable:
+            conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
+            self._durable_mode = durable
 
     def submit_nowait(
         self,
@@ -334,6 +395,7 @@ class Writer:
         stopping = False
         while not stopping:
             first = await self._queue.get()
+            self._in_batch = True  # taken from the queue: nothing may run before it
             # Let the callers woken by the last commit queue their next writes, so they share
             # this commit instead of waiting for the one after it.
             await asyncio.sleep(0)
@@ -351,16 +413,18 @@ class Writer:
             riders = self._take_riders()
             if riders is not None:
                 batch.append(riders)
+            if self._since_checkpoint >= CHECKPOINT_EVERY:
+                self._since_checkpoint = 0
+                async with self._conn_lock:
+                    await loop.run_in_executor(self._executor, _checkpoint, conn)
             if not batch:
+                self._in_batch = False
                 continue
             jobs = [item.job for item in batch]
             durable = any(item.durable for item in batch)
             on_loop = all(item.small for item in batch)
             try:
                 async with self._conn_lock:
-                    if self._since_checkpoint >= CHECKPOINT_EVERY:
-                        self._since_checkpoint = 0
-                        await loop.run_in_executor(self._executor, _checkpoint, conn)
                     if on_loop:
                         outcomes = await self._transact(jobs, durable)
                     else:
@@ -379,6 +443,7 @@ class Writer:
                     item.future.set_exception(value)
                     if not isinstance(value, StorageFull):
                         self.stats.failed_jobs += 1
+            self._in_batch = False
             self._note_storage(batch, outcomes)
 
     async def _transact(self, jobs: list[Job], durable: bool) -> list[tuple[bool, Any]]:
@@ -413,7 +478,7 @@ class Writer:
         conn = self._require_conn()
         started = time.perf_counter()
         try:
-            conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
+            self._synchronous(conn, durable=durable)
             _begin_waiting(conn)
         except sqlite3.Error as error:
             return [(False, _as_storage_full(error))] * len(jobs)
@@ -446,7 +511,7 @@ class Writer:
     ) -> list[tuple[bool, Any]] | None:
         """Start the batch's transaction; the outcome of every job if that fails."""
         try:
-            conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
+            self._synchronous(conn, durable=durable)
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:
