@@ -201,9 +201,19 @@ def _check_cidr(value: str) -> str:
     return str(network)
 
 
+def _check_source_pattern(value: str) -> str:
+    # Matched against source ids without their padding spaces, so the pattern loses its own.
+    value = value.strip()
+    if not value or len(value) > 128 or not (value.isascii() and value.isprintable()):
+        raise ValueError("must be 1 to 128 printable ASCII characters, such as *LOYAL or 12*")
+    return value
+
+
 OptionalPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
 OptionalStr = Annotated[str | None, BeforeValidator(_empty_is_none)]
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
+# A source id pattern (fnmatch: * any run, ? one character) as the dashboard shows source ids.
+SourcePattern = Annotated[str, AfterValidator(_check_source_pattern)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -309,6 +319,14 @@ class SimSettings(BaseModel):
     # connected for days, so this is long; it only matters to reclaim abandoned connections.
     idle_timeout_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 3600.0
     read_timeout_s: PositiveSeconds = 30.0
+    # How a reply carries its values (docs/protocol.md, "Reply style"; addition to DESIGN): one
+    # FS-separated field each (DESIGN section 2), or "pipe": joined by | into one field, as the
+    # public ISL scripts read replies. `pipe_reply_sources`: source ids (patterns) answered in
+    # the pipe style whatever `reply_style` says. TCP and serial lines alike.
+    reply_style: Literal["fields", "pipe"] = "fields"
+    pipe_reply_sources: Annotated[list[SourcePattern], Field(max_length=100)] = Field(
+        default_factory=list
+    )
 
     @field_validator("encoding")
     @classmethod

@@ -111,7 +111,12 @@ class Daemon:
         # Open-file limit up to the hard one, accept failures logged once: before any listener.
         SimTcpServer.prepare_process()
         if settings.sim.enabled:
-            responder = SimResponder(self.service, encoding=settings.sim.encoding)
+            responder = SimResponder(
+                self.service,
+                encoding=settings.sim.encoding,
+                reply_style=settings.sim.reply_style,
+                pipe_sources=settings.sim.pipe_reply_sources,
+            )
             self.sim = SimTcpServer(
                 responder,
                 host=settings.sim.host,
@@ -273,7 +278,12 @@ class Daemon:
             self.serial = SerialAdapter(
                 # A responder of their own: source ids on serial lines and on TCP are separate
                 # registers, so their retransmission caches must not mix.
-                SimResponder(service, encoding=settings.sim.encoding),
+                SimResponder(
+                    service,
+                    encoding=settings.sim.encoding,
+                    reply_style=settings.sim.reply_style,
+                    pipe_sources=settings.sim.pipe_reply_sources,
+                ),
                 [
                     LineSettings(
                         device=port.device,

@@ -416,9 +416,9 @@ EndEvent
 
 // Reads the reply's data fields into gF[1..]. A reply carried as one |-separated field is read
 // the way the public scripts read theirs: [OBS Rewards, Payments, pms2 ...] Split @RxMsg, "|".
-// Today's gateway sends one FS-separated field per value (docs/protocol.md); no public script
-// reads such a reply, so those fields are read with the RxMsg statement [INF] (docs/isl.md,
-// "Open: reply style"), whether its first variable gets the reply's name or not.
+// The gateway's default style sends one FS-separated field per value (docs/protocol.md); no
+// public script reads such a reply, so those fields are read with the RxMsg statement [INF]
+// (docs/isl.md, "Reply style"), whether its first variable gets the reply's name or not.
 Sub ReadReply(Var name : A20)                   // [OBS Rewards] Sub with a Var parameter
     var i : N3
     var head : A20

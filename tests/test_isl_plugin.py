@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -14,10 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import RunningGateway, member_record
 
+from gateway import __version__
 from gateway.domain.reasons import Reason
-from gateway.service import receipt_line
+from gateway.service import Gateway, receipt_line
+from gateway.store.store import Store
 from isl_plugin.islrun import (
     Discount,
+    EventRun,
     MenuItem,
     PosConfig,
     Register,
@@ -29,6 +33,8 @@ from isl_plugin.islrun import (
     run_scenario,
 )
 from isl_plugin.islrun.values import KEY_ENTER, KeyValue
+from pos_adapters.sim.session import SimResponder
+from pos_adapters.sim.tcp import SimTcpServer
 
 PLUGIN = Path(__file__).resolve().parent.parent / "isl_plugin" / "pms9.isl"
 SCRIPT = parse_script(PLUGIN.read_text(encoding="cp1252"), PLUGIN.name)
@@ -620,78 +626,73 @@ async def test_a_release_that_gets_no_answer_keeps_the_coupon_off_the_post(
 
 # ---- the reply style of the public scripts ---------------------------------------------------
 
-PIPE_REPLIES = {
-    "PING": "PONG|STANDALONE|0.1.0",
-    "IDENT": "IDENT_OK|M1|Ann K.|GOLD|120|POINTS|Welcome Ann K.",
-    "COUPON": "COUPON_OK|C0FFEE|AMOUNT|101|5.00||Coupon OK: 5.00 off",
-    "POST": "POST_OK|15|135|0|0|Member            Ann K.|Points this visit     15",
-}
+
+@pytest.fixture(params=["fields", "pipe"])
+async def styled_gateway(
+    request: pytest.FixtureRequest, service: Gateway, store: Store
+) -> AsyncIterator[RunningGateway]:
+    """The real gateway (as the `gateway` fixture) in each reply style (docs/protocol.md)."""
+    responder = SimResponder(service, reply_style=request.param)
+    server = SimTcpServer(
+        responder,
+        host="127.0.0.1",
+        port=0,
+        allow=[ipaddress.ip_network("127.0.0.0/8")],
+        read_timeout_s=0.5,
+    )
+    await server.start()
+    yield RunningGateway(service, store, server, responder)
+    await server.stop(grace_s=1.0)
 
 
-def _frames(buffer: bytearray) -> list[bytes]:
-    frames = []
-    while (end := buffer.find(b"\x04")) >= 0:
-        frames.append(bytes(buffer[: end + 1]))
-        del buffer[: end + 1]
-    return frames
+def pipe_values(run: EventRun) -> list[str]:
+    """The values of the run's one reply, which came as one field joined by `|`."""
+    [reply] = run.replies
+    assert reply is not None and len(reply) == 1
+    return reply[0].split("|")
 
 
-def _parse(frame: bytes) -> tuple[bytes, bytes, list[str]]:
-    """source id, seq, fields of a SIM frame (DESIGN.md section 2)."""
-    stx = frame.index(b"\x02")
-    body = frame[stx + 2 : frame.rindex(b"\x03")]
-    return frame[frame.index(b"\x01") + 1 : stx], body[:2], body[3:].decode().split("\x1c")
+def reply_shapes(runs: list[EventRun]) -> set[int]:
+    """How many fields the replies the runs got had: {1} in the pipe style."""
+    return {len(reply) for run in runs for reply in run.replies if reply is not None}
 
 
-def _frame(source: bytes, seq: bytes, fields: list[str]) -> bytes:
-    body = source + b"\x02\x1c" + seq + b" " + "\x1c".join(fields).encode("cp1252") + b"\x03"
-    return b"\x01" + body + b"%04X" % (sum(body) & 0xFFFF) + b"\x04"
-
-
+@pytest.mark.parametrize("styled_gateway", ["pipe"], indirect=True)
 async def test_replies_carried_as_one_pipe_separated_field_are_read_with_split(
-    make_station: StationFactory,
+    make_station: StationFactory, styled_gateway: RunningGateway
 ) -> None:
-    """The attested idiom (docs/isl.md, "Open: reply style"): a gateway answering each request
-    with one |-separated field; the script reads it with Split @RxMsg, "|"."""
-    requests: list[list[str]] = []
+    """The attested idiom (docs/isl.md, "Reply style"): the gateway in the pipe style answers
+    each request with one |-separated field; the script reads it with Split @RxMsg, "|"."""
+    station = make_station(port=styled_gateway.port)
+    ring_lunch(station)
+    ident = await station.press(1, [CARD_M1])
+    assert ident.replies == [["IDENT_OK|M1|Ann K.|GOLD|120|POINTS|Welcome Ann K."]]
+    assert ident.handlers == ["IDENT_OK"] and ident.saw("Welcome Ann K. - 120 pts")
+    check = station.check
+    assert check is not None and check.info_lines == ["Member Ann K.", "Points balance 120"]
 
-    async def pipe_gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buffer = bytearray()
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                buffer += data
-                for frame in _frames(buffer):
-                    source, seq, fields = _parse(frame)
-                    requests.append(fields)
-                    writer.write(_frame(source, seq, [PIPE_REPLIES[fields[0]]]))
-                    await writer.drain()
-        writer.close()
+    refused = await station.press(2, ["NO-SUCH-CODE"])
+    reason, message = pipe_values(refused)[1:]
+    assert refused.handlers == ["COUPON_FAIL"] and reason == Reason.UNKNOWN_COUPON.value
+    assert refused.saw(f"Loyalty / {message}")
 
-    server = await asyncio.start_server(pipe_gateway, "127.0.0.1", 0)
-    try:
-        station = make_station(port=server.sockets[0].getsockname()[1])
-        ring_lunch(station)
-        ident = await station.press(1, [CARD_M1])
-        assert ident.handlers == ["IDENT_OK"] and ident.saw("Welcome Ann K. - 120 pts")
-        check = station.check
-        assert check is not None and check.info_lines == ["Member Ann K.", "Points balance 120"]
-        coupon = await station.press(2, ["WELCOME5"])
-        assert coupon.macros == [
-            [KeyValue(5, 101), "5.00", KEY_ENTER],
-            [KeyValue(3, 9001), "C0FFEE", KEY_ENTER],
-        ]
-        assert check.total == Decimal("15.40")
-        status = await station.press(5)
-        assert status.saw("Gateway 0.1.0 STANDALONE")
-        final = await station.tender(1)
-        assert final is not None and final.handlers == ["POST_OK"]
-        assert requests[-1][-1] == "C0FFEE"  # the coupon's ref went back in the POST
-        assert [job.lines for job in final.printed] == [
-            ["LOYALTY", "Member            Ann K.", "Points this visit     15"]
-        ]
-    finally:
-        server.close()
-        await server.wait_closed()
+    coupon = await station.press(2, ["WELCOME5"])
+    ref = pipe_values(coupon)[1]
+    assert coupon.macros == [
+        [KeyValue(5, 101), "5.00", KEY_ENTER],
+        [KeyValue(3, 9001), ref, KEY_ENTER],
+    ]
+    assert check.total == Decimal("15.40")
+    status = await station.press(5)
+    assert status.saw(f"Gateway {__version__} STANDALONE")
+
+    final = await station.tender(1)
+    assert final is not None and final.handlers == ["POST_OK"]
+    assert final.sent[0][-1] == ref  # the coupon's ref went back in the POST
+    values = pipe_values(final)
+    assert values[:3] == ["POST_OK", "15", "135"]
+    assert [job.lines for job in final.printed] == [["LOYALTY", *values[5:]]]
+    assert receipt_line("Points balance", "135") in values
 
 
 # ---- the scenarios, against the real gateway ----------------------------------------------------
@@ -718,14 +719,34 @@ SCENARIOS = PLUGIN.parent / "scenarios"
     ],
 )
 async def test_the_scenarios_hold_against_the_real_gateway(
-    gateway: RunningGateway, name: str, events: list[str]
+    styled_gateway: RunningGateway, name: str, events: list[str]
 ) -> None:
+    """Once per reply style: the same script, the same expectations."""
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
-    result = await run_scenario(SCRIPT, scenario, "127.0.0.1", gateway.port, clock=lambda: AT)
+    port = styled_gateway.port
+    result = await run_scenario(SCRIPT, scenario, "127.0.0.1", port, clock=lambda: AT)
     assert result.problems == []
-    assert [run.event for run in result.station.runs] == events
-    assert all(run.outcome.exit == "normal" for run in result.station.runs)
-    assert all(run.warnings == [] for run in result.station.runs)
+    runs = result.station.runs
+    assert [run.event for run in runs] == events
+    assert all(run.outcome.exit == "normal" for run in runs)
+    assert all(run.warnings == [] for run in runs)
+    pipe = styled_gateway.responder.reply_style == "pipe"
+    assert (reply_shapes(runs) == {1}) is pipe  # the style was the one on the wire
+
+
+def _frames(buffer: bytearray) -> list[bytes]:
+    frames = []
+    while (end := buffer.find(b"\x04")) >= 0:
+        frames.append(bytes(buffer[: end + 1]))
+        del buffer[: end + 1]
+    return frames
+
+
+def _parse(frame: bytes) -> tuple[bytes, bytes, list[str]]:
+    """source id, seq, fields of a SIM frame (DESIGN.md section 2)."""
+    stx = frame.index(b"\x02")
+    body = frame[stx + 2 : frame.rindex(b"\x03")]
+    return frame[frame.index(b"\x01") + 1 : stx], body[:2], body[3:].decode().split("\x1c")
 
 
 @contextlib.asynccontextmanager
@@ -770,8 +791,9 @@ async def losing(command: str, port: int) -> AsyncIterator[tuple[int, list[list[
 
 
 async def test_the_post_timeout_scenario_holds_when_the_post_gets_no_reply(
-    gateway: RunningGateway,
+    styled_gateway: RunningGateway,
 ) -> None:
+    gateway = styled_gateway
     scenario = load_scenario(SCENARIOS / "post_timeout.yaml")
     async with losing("POST", gateway.port) as (port, lost):
         result = await run_scenario(SCRIPT, scenario, "127.0.0.1", port, clock=lambda: AT)

@@ -12,6 +12,14 @@ idempotency covers restarts of the gateway). A retransmission is the same reques
 cached reply goes only to an `R` frame whose seq and fields equal the cached request's, so
 another request under a reused source id and seq is executed, never answered with someone
 else's reply.
+
+Reply style (docs/protocol.md, "Reply style"): by default each value of a reply is a field of
+its own (DESIGN section 2). In the `pipe` style, for every source id or for the ones matching
+`pipe_sources`, the values are joined by `|` into the one field after the seq, as the public ISL
+scripts read replies (`Split @RxMsg, "|", ...`); a `|` inside a value becomes `/` (counted in
+`SessionStats.pipe_replaced`). Requests are read in both forms whatever the style: several
+fields, or one field joined by `|` (split only when it is not a command as it stands, so no
+request that would run otherwise is ever read differently).
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import asyncio
 import hashlib
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, Literal, get_args
 
 import structlog
 
@@ -41,6 +50,27 @@ log = structlog.get_logger("pos_adapters.sim")
 
 MAX_SOURCES = 10_000  # bounded memory whatever source ids a misbehaving peer invents
 _FS_TEXT = chr(FS)
+
+ReplyStyle = Literal["fields", "pipe"]
+REPLY_STYLES: tuple[str, ...] = get_args(ReplyStyle)
+PIPE = "|"  # joins a reply's values in the pipe style
+PIPE_STANDIN = "/"  # what a `|` inside a value becomes in the pipe style
+
+
+def pipe_joined(fields: Sequence[str]) -> tuple[str, int]:
+    """A reply's fields as the one field of the pipe style, and how many of them held a `|`
+    (each such `|` becomes `/`: the register's `Split` would cut the value there)."""
+    text = PIPE.join(fields)
+    if text.count(PIPE) == len(fields) - 1:  # the common case: no value holds a `|`
+        return text, 0
+    replaced = sum(PIPE in f for f in fields)
+    return PIPE.join(f.replace(PIPE, PIPE_STANDIN) for f in fields), replaced
+
+
+def source_text(source_id: bytes) -> str:
+    """A source id as store IT sees it (the dashboard, `pipe_sources` patterns): every byte one
+    character, the padding spaces removed."""
+    return source_id.decode("latin-1").strip()
 
 
 def _digest(fields: tuple[str, ...]) -> bytes:
@@ -62,6 +92,7 @@ class _Source:
     last_reply: bytes | None = None
     last_seen: float = 0.0  # wall-clock time of its last frame (for store IT's dashboard)
     last_command: str = ""
+    pipe: bool = False  # its replies in the pipe style, decided once when it is first heard
 
 
 @dataclass
@@ -71,14 +102,29 @@ class SessionStats:
     abandoned: int = 0  # requests whose connection went away before their turn: not executed
     errors: Counter[str] = field(default_factory=Counter)  # reason -> count of ERROR replies
     internal_errors: int = 0
+    pipe_replaced: int = 0  # reply values whose `|` was sent as `/` (pipe style only)
 
 
 class SimResponder:
     """Turns decoded frames into encoded replies for any SIM transport."""
 
-    def __init__(self, service: Gateway, *, encoding: str = "cp1252") -> None:
+    def __init__(
+        self,
+        service: Gateway,
+        *,
+        encoding: str = "cp1252",
+        reply_style: ReplyStyle = "fields",
+        pipe_sources: Sequence[str] = (),
+    ) -> None:
+        if reply_style not in REPLY_STYLES:
+            raise ValueError(f"reply_style must be one of {REPLY_STYLES}, not {reply_style!r}")
         self.service = service
         self.encoding = encoding
+        self.reply_style = reply_style
+        # Source id patterns (fnmatch, case-sensitive, against `source_text`) answered in the
+        # pipe style whatever `reply_style` says.
+        self.pipe_sources = tuple(pattern.strip() for pattern in pipe_sources)
+        self._hinted = False  # a `|`-joined request from a source answered in fields: logged once
         self.context = ParseContext(
             decimals=service.options.currency_decimals,
             latest_business_date=service.latest_business_date,
@@ -91,7 +137,7 @@ class SimResponder:
     def _source(self, source_id: bytes) -> _Source:
         source = self._sources.get(source_id)
         if source is None:
-            source = self._sources[source_id] = _Source()
+            source = self._sources[source_id] = _Source(pipe=self.pipe_replies(source_id))
             if len(self._sources) > MAX_SOURCES:
                 oldest, old = next(iter(self._sources.items()))
                 if not old.busy:
@@ -99,6 +145,21 @@ class SimResponder:
         else:
             self._sources.move_to_end(source_id)
         return source
+
+    def pipe_replies(self, source_id: bytes) -> bool:
+        """Whether this source id's replies go in the pipe style."""
+        if self.reply_style == "pipe":
+            return True
+        if not self.pipe_sources:
+            return False
+        text = source_text(source_id)
+        return any(fnmatchcase(text, pattern) for pattern in self.pipe_sources)
+
+    def _piped(self, fields: list[str]) -> list[str]:
+        text, replaced = pipe_joined(fields)
+        if replaced:
+            self.stats.pipe_replaced += replaced
+        return [text]
 
     def _encode(self, frame_sid: bytes, seq: int, fields: list[str]) -> bytes:
         for text in fields:
@@ -125,7 +186,10 @@ class SimResponder:
         self.stats.errors[error.reason] += 1
         if error.source_id is None or error.seq is None:
             return None
-        return self._encode(error.source_id, error.seq, error_fields(error.reason, error.message))
+        fields = error_fields(error.reason, error.message)
+        if self.pipe_replies(error.source_id):
+            fields = self._piped(fields)
+        return self._encode(error.source_id, error.seq, fields)
 
     def handle(self, frame: Frame, send: Send, wanted: Wanted = None) -> None:
         """Answer one frame through `send`. Requests of one source id run one at a time, in
@@ -176,9 +240,13 @@ class SimResponder:
         try:
             command, parsed = parse_fields(frame.fields, self.context)
         except BadRequest as bad:
-            self.stats.errors[bad.reason.value] += 1
-            self._answered(source, frame, request, error_fields(bad.reason, bad.message), send)
-            return False
+            try:
+                command, parsed = self._unpiped(source, frame, bad)
+            except BadRequest as refused:
+                self.stats.errors[refused.reason.value] += 1
+                fields = error_fields(refused.reason, refused.message)
+                self._answered(source, frame, request, fields, send)
+                return False
         if command.immediate:
             try:
                 fields = command.reply(command.answer_now(self.service, parsed))
@@ -221,9 +289,38 @@ class SimResponder:
             if self._turn(source, frame, send, wanted):
                 return
 
+    def _unpiped(self, source: _Source, frame: Frame, bad: BadRequest) -> tuple[AnyCommand, Any]:
+        """A request sent as one field joined by `|` (the public scripts' `TxMsg gDatos`), read
+        as its pieces; raises `bad` for anything else. Off the hot path: such a request first
+        fails as an unknown command (no command name holds a `|`), and a request of several
+        fields is never split, so a `|` inside one of its values stays as it is."""
+        if not (
+            bad.reason is Reason.UNKNOWN_COMMAND
+            and len(frame.fields) == 1
+            and PIPE in frame.fields[0]
+        ):
+            raise bad
+        pieces = frame.fields[0].split(PIPE)
+        if source.last_command == frame.fields[0][:16]:  # not yet a later frame's
+            source.last_command = pieces[0][:16]
+        self._hint(frame, source)
+        return parse_fields(pieces, self.context)
+
+    def _hint(self, frame: Frame, source: _Source) -> None:
+        if not source.pipe and not self._hinted:
+            self._hinted = True
+            log.warning(
+                "pipe_request_answered_in_fields",
+                source_id=source_text(frame.source_id),
+                hint="a register that joins its requests with | most likely reads replies with"
+                " Split @RxMsg: set sim.reply_style or sim.pipe_reply_sources",
+            )
+
     def _answered(
         self, source: _Source, frame: Frame, request: bytes, fields: list[str], send: Send
     ) -> None:
+        if source.pipe:
+            fields = self._piped(fields)
         reply = self._encode(frame.source_id, frame.seq, fields)
         source.last_seq, source.last_request, source.last_reply = frame.seq, request, reply
         send(reply)

@@ -1,4 +1,5 @@
-"""The `transport` fixture: every conformance test runs once per register transport."""
+"""The `transport` fixture: every conformance test runs once per register transport, and on the
+SIM transports once per reply style (`HARNESSES`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 
 from gateway.service import Gateway
 
-from .harness import TRANSPORTS, Harness, make_harness
+from .harness import HARNESSES, Harness, make_harness
 
 
-@pytest.fixture(params=TRANSPORTS)
+@pytest.fixture(params=HARNESSES)
 async def transport(
     request: pytest.FixtureRequest, service: Gateway, tmp_path: Path
 ) -> AsyncIterator[Harness]:

@@ -1,5 +1,8 @@
 """One harness per transport: the real adapter in front of the real service and store, registers
-that talk to it, and the transport's own failure (`fail()`) and recovery (`recover()`)."""
+that talk to it, and the transport's own failure (`fail()`) and recovery (`recover()`). The SIM
+transports run in both reply styles (docs/protocol.md, "Reply style"): `tcp` and `serial` with
+the default (each value a field), `tcp-pipe` and `serial-pipe` with replies joined by `|` and
+registers that join their requests the same way. MQTT has one style (JSON)."""
 
 from __future__ import annotations
 
@@ -15,18 +18,25 @@ from waiting import until
 from gateway.service import Gateway
 from pos_adapters.mqtt import MqttAdapter, MqttOptions, MqttResponder, Topics
 from pos_adapters.sim.serial import LineSettings, SerialAdapter, SerialLine
-from pos_adapters.sim.session import SimResponder
+from pos_adapters.sim.session import ReplyStyle, SimResponder
 from pos_adapters.sim.tcp import SimTcpServer
 
 from .infra import Mosquitto, PtyPair
 from .registers import MqttRegister, Register, SimRegister, Streams, on_serial_line
 
 TRANSPORTS = ("tcp", "serial", "mqtt")
+# What the conformance suite runs on: every transport, the SIM ones in both reply styles.
+HARNESSES = (*TRANSPORTS, "tcp-pipe", "serial-pipe")
 
 
 class Harness(Protocol):
     name: str
     damaged_reason: str  # what a damaged message is answered with on this transport
+
+    @property
+    def style(self) -> str:
+        """The reply style: "fields" or "pipe" (SIM), "json" (MQTT)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -50,6 +60,10 @@ class Harness(Protocol):
         """Requests answered from the retransmission / redelivery cache."""
         ...
 
+    def pipe_replaced(self) -> int:
+        """Reply values whose `|` went as `/` (the SIM pipe reply style; 0 elsewhere)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -64,6 +78,10 @@ class _Counted:
     def replayed(self) -> int:
         return self.responder.stats.replayed
 
+    def pipe_replaced(self) -> int:
+        responder = self.responder
+        return responder.stats.pipe_replaced if isinstance(responder, SimResponder) else 0
+
     @staticmethod
     async def reconnect(registers: Sequence[Register]) -> None:
         for register in registers:
@@ -71,11 +89,12 @@ class _Counted:
 
 
 class TcpHarness(_Counted):
-    name = "tcp"
     damaged_reason = "BAD_CHECKSUM"
 
-    def __init__(self, service: Gateway, directory: Path) -> None:
-        self.responder = SimResponder(service)
+    def __init__(self, service: Gateway, directory: Path, style: ReplyStyle = "fields") -> None:
+        self.name = "tcp" if style == "fields" else f"tcp-{style}"
+        self.style: ReplyStyle = style
+        self.responder = SimResponder(service, reply_style=style)
         self.server = SimTcpServer(
             self.responder, port=0, allow=[ipaddress.ip_network("127.0.0.0/8")]
         )
@@ -88,7 +107,7 @@ class TcpHarness(_Counted):
         return await asyncio.open_connection("127.0.0.1", self.server.port)
 
     async def registers(self, *wsids: int) -> list[Register]:
-        made = [SimRegister(wsid, self._open) for wsid in wsids]
+        made = [SimRegister(wsid, self._open, self.style) for wsid in wsids]
         for register in made:
             await register.connect()
         self._registers += made
@@ -112,9 +131,16 @@ class SerialBench:
     them, all adapters sharing one responder as the daemon's do."""
 
     def __init__(
-        self, service: Gateway, directory: Path, *, reopen_first_s: float, reopen_max_s: float
+        self,
+        service: Gateway,
+        directory: Path,
+        *,
+        reopen_first_s: float,
+        reopen_max_s: float,
+        style: ReplyStyle = "fields",
     ) -> None:
-        self.responder = SimResponder(service)
+        self.responder = SimResponder(service, reply_style=style)
+        self.style: ReplyStyle = style
         self.directory = directory
         self.reopen_first_s, self.reopen_max_s = reopen_first_s, reopen_max_s
         self.pairs: list[PtyPair] = []
@@ -141,7 +167,7 @@ class SerialBench:
         return adapter
 
     async def register(self, pair: PtyPair, wsid: int = 7) -> SimRegister:
-        register = on_serial_line(wsid, pair.register_end)
+        register = on_serial_line(wsid, pair.register_end, self.style)
         await register.connect()
         self.registers.append(register)
         return register
@@ -159,11 +185,14 @@ class SerialHarness(_Counted):
     `registers()` call (so 20 registers are 20 ports of one adapter), all sharing one responder,
     as the daemon does."""
 
-    name = "serial"
     damaged_reason = "BAD_CHECKSUM"
 
-    def __init__(self, service: Gateway, directory: Path) -> None:
-        self.bench = SerialBench(service, directory, reopen_first_s=0.02, reopen_max_s=0.2)
+    def __init__(self, service: Gateway, directory: Path, style: ReplyStyle = "fields") -> None:
+        self.name = "serial" if style == "fields" else f"serial-{style}"
+        self.style = style
+        self.bench = SerialBench(
+            service, directory, reopen_first_s=0.02, reopen_max_s=0.2, style=style
+        )
         self.responder = self.bench.responder
 
     async def start(self) -> None:
@@ -209,6 +238,7 @@ async def lost(line: SerialLine, outages_before: int) -> None:
 
 class MqttHarness(_Counted):
     name = "mqtt"
+    style = "json"
     damaged_reason = "BAD_FRAME"
     responder: MqttResponder
 
@@ -263,9 +293,16 @@ class MqttHarness(_Counted):
 
 
 def make_harness(name: str, service: Gateway, directory: Path) -> Harness:
-    kinds: dict[str, type[TcpHarness] | type[SerialHarness] | type[MqttHarness]] = {
-        "tcp": TcpHarness,
-        "serial": SerialHarness,
-        "mqtt": MqttHarness,
-    }
-    return kinds[name](service, directory)
+    """`name`: a transport of `HARNESSES`, e.g. `tcp`, or `tcp-pipe` for the pipe reply style."""
+    match name.split("-"):
+        case ["tcp"]:
+            return TcpHarness(service, directory)
+        case ["tcp", "pipe"]:
+            return TcpHarness(service, directory, "pipe")
+        case ["serial"]:
+            return SerialHarness(service, directory)
+        case ["serial", "pipe"]:
+            return SerialHarness(service, directory, "pipe")
+        case ["mqtt"]:
+            return MqttHarness(service, directory)
+    raise ValueError(f"no harness {name!r}")

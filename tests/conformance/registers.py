@@ -2,7 +2,10 @@
 
 One small interface (`Register`) over three wire forms: SIM frames on a TCP connection, SIM frames
 on a serial line (ACK/NAK bytes recorded), and JSON over MQTT (the reply turned back into SIM
-fields with `fields_of_reply`). A test written against `Register` runs on every transport.
+fields with `fields_of_reply`). A test written against `Register` runs on every transport. A SIM
+register speaks one reply style (docs/protocol.md, "Reply style"): `fields`, each value a field
+of its own, or `pipe`, requests and replies as one field joined by `|`, as the public ISL scripts
+send and read them; either way `request` takes and returns the fields one by one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from waiting import cancelled
 
 from pos_adapters.mqtt import Topics, fields_of_reply, request_body
 from pos_adapters.sim.codec import ACK, EOT, NAK, Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.session import PIPE, ReplyStyle
 
 ANSWER_WITHIN_S = 5.0
 
@@ -78,10 +82,19 @@ class _Pumped:
 class SimRegister(_Pumped):
     """One workstation sending SIM frames over a byte stream: a TCP connection or a serial line.
 
-    Every ACK and NAK byte the gateway sends is kept in `controls`, in arrival order."""
+    Every ACK and NAK byte the gateway sends is kept in `controls`, in arrival order. In the
+    `pipe` style a request goes as one field joined by `|`, and the reply must be one field, which
+    is split on `|` (`pipe_frames` keeps the reply fields as they arrived)."""
 
-    def __init__(self, wsid: int, open_streams: Callable[[], Awaitable[Streams]]) -> None:
+    def __init__(
+        self,
+        wsid: int,
+        open_streams: Callable[[], Awaitable[Streams]],
+        style: ReplyStyle = "fields",
+    ) -> None:
         self.wsid = wsid
+        self.style = style
+        self.pipe_frames: list[tuple[str, ...]] = []
         self.source_id = f"{wsid:>4}LOYAL".encode("ascii")
         self.seq = 0
         self.controls: list[int] = []
@@ -157,35 +170,39 @@ class SimRegister(_Pumped):
                 self._waiting.pop(seq, None)
 
     def frame(self, fields: Sequence[str], *, retransmit: bool = False) -> bytes:
+        if self.style == "pipe":
+            fields = [PIPE.join(fields)]
         return encode_frame(self.source_id, self.seq, list(fields), retransmit=retransmit)
+
+    def _values(self, reply: list[str] | None) -> list[str]:
+        assert reply is not None
+        if self.style == "fields":
+            return reply
+        self.pipe_frames.append(tuple(reply))
+        assert len(reply) == 1, f"a pipe-style reply is one field: {reply}"
+        return reply[0].split(PIPE)
 
     async def request(self, *fields: str) -> list[str]:
         self.seq = (self.seq + 1) % 100
-        reply = await self.send_raw(self.frame(fields), self.seq)
-        assert reply is not None
-        return reply
+        return self._values(await self.send_raw(self.frame(fields), self.seq))
 
     async def resend(self, *fields: str) -> list[str]:
-        reply = await self.send_raw(self.frame(fields, retransmit=True), self.seq)
-        assert reply is not None
-        return reply
+        return self._values(await self.send_raw(self.frame(fields, retransmit=True), self.seq))
 
     async def send_damaged(self) -> list[str]:
         self.seq = (self.seq + 1) % 100
         good = self.frame(["PING"])
         damaged = good[:-5] + b"%04X" % ((int(good[-5:-1], 16) + 1) & 0xFFFF) + EOT.byte
-        reply = await self.send_raw(damaged, self.seq)
-        assert reply is not None
-        return reply
+        return self._values(await self.send_raw(damaged, self.seq))
 
 
-def on_serial_line(wsid: int, device: Path) -> SimRegister:
+def on_serial_line(wsid: int, device: Path, style: ReplyStyle = "fields") -> SimRegister:
     """Workstation `wsid` on the register's end (`device`) of a serial line, not yet connected."""
 
     def open_streams() -> Awaitable[Streams]:
         return serial_asyncio_fast.open_serial_connection(url=str(device), baudrate=115200)
 
-    return SimRegister(wsid, open_streams)
+    return SimRegister(wsid, open_streams, style)
 
 
 class MqttRegister(_Pumped):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import member_record
 from sales import CARD, DATE, one_sale_each
 
 from gateway import __version__
@@ -59,6 +60,19 @@ async def test_business_refusals_are_fail_replies(transport: Harness) -> None:
         reply = await ws.request(*fields)
         assert reply[:2] == expected, fields
         assert len(reply) == 3 and reply[2]  # a message for the cashier
+
+
+async def test_a_pipe_inside_a_value_never_cuts_it(transport: Harness, store: Store) -> None:
+    """Each value a field of its own (and JSON) carry a `|` as it is; the pipe reply style, whose
+    register cuts the reply at every `|`, gets a `/` in its place, counted."""
+    await store.upsert_members([member_record("M9", display_name="Ann | Bob")])
+    (ws,) = await transport.registers(7)
+
+    ident = await ws.request("IDENT", "7", "1", "0", "CARD-M9")
+
+    name = "Ann / Bob" if transport.style == "pipe" else "Ann | Bob"
+    assert ident == ["IDENT_OK", "M9", name, "", "0", "POINTS", f"Welcome {name}"]
+    assert transport.pipe_replaced() == (2 if transport.style == "pipe" else 0)
 
 
 # ---- retransmission / redelivery: answered from the cache, never executed twice ---------------

@@ -138,6 +138,42 @@ async def test_the_daemon_serves_a_register(
     assert daemon.events("gateway_stopped")
 
 
+async def test_the_daemon_answers_the_sources_it_is_told_to_in_the_pipe_style(
+    tmp_path: Path, stopped_at_end: list[Callable[[], Awaitable[None]]]
+) -> None:
+    """`sim.pipe_reply_sources`, set by environment, reaches the TCP and the serial responders:
+    workstation 7 is answered in one `|`-joined field on both, workstation 8 field by field."""
+    data_dir = await prepared_data_dir(tmp_path)
+    pair = PtyPair(tmp_path / "serial", "line1")
+    await pair.start()
+    stopped_at_end.append(pair.stop)
+    env = {
+        "EDGE_GATEWAY_SERIAL__PORTS": json.dumps([{"device": str(pair.gateway_end)}]),
+        "EDGE_GATEWAY_SIM__PIPE_REPLY_SOURCES": '["7LOYAL"]',
+    }
+    daemon = await WatchedGateway.start(data_dir, env)
+    stopped_at_end.insert(0, daemon.close)
+    await daemon.logged("serial_port_open")
+    end = str(pair.register_end)
+    registers = [
+        SimRegister(7, lambda: asyncio.open_connection("127.0.0.1", daemon.port), "pipe"),
+        SimRegister(8, lambda: asyncio.open_connection("127.0.0.1", daemon.port)),
+        SimRegister(
+            7, lambda: serial_asyncio_fast.open_serial_connection(url=end, baudrate=9600), "pipe"
+        ),
+    ]
+    for register in registers:
+        await register.connect()
+        stopped_at_end.insert(0, register.close)
+
+    for register in registers:
+        reply = await register.request("IDENT", str(register.wsid), "1", "0", CARD)
+        assert reply == ["IDENT_OK", "M1", "Ann K.", "GOLD", "120", "POINTS", "Welcome Ann K."]
+    # SimRegister checked that each pipe reply was one field; the fields one came as 7 fields.
+    assert [len(register.pipe_frames) for register in registers] == [1, 0, 1]
+    assert await daemon.terminate() == 0
+
+
 async def test_the_broker_marks_a_killed_gateway_offline_by_its_last_will(
     tmp_path: Path, stopped_at_end: list[Callable[[], Awaitable[None]]]
 ) -> None:
