@@ -43,6 +43,7 @@ ALWAYS: dict[str, tuple[str, set[str]]] = {
     "edge_gateway_request_seconds": ("histogram", {"command"}),
     "edge_gateway_protocol_errors": ("counter", {"adapter", "reason"}),
     "edge_gateway_internal_errors": ("counter", {"adapter"}),
+    "edge_gateway_pipe_values_replaced": ("counter", {"adapter"}),
     "edge_gateway_frame_errors": ("counter", {"adapter", "reason"}),
     "edge_gateway_dropped_bytes": ("counter", {"adapter"}),
     "edge_gateway_partial_frame_timeouts": ("counter", {"adapter"}),
@@ -237,6 +238,9 @@ async def test_a_running_gateway_exports_protocol_errors_sync_process_and_build_
         assert value(parsed, "edge_gateway_internal_errors", adapter=adapter) == 0, adapter
     assert value(parsed, "edge_gateway_adapter_outages", adapter="serial") == 0
     assert value(parsed, "edge_gateway_adapter_outages", adapter="mqtt") == 0
+    # Fields style (the default) replaces nothing; MQTT has no pipe style at all.
+    assert value(parsed, "edge_gateway_pipe_values_replaced", adapter="sim_tcp") == 0
+    assert value(parsed, "edge_gateway_pipe_values_replaced", adapter="mqtt") is None
     assert value(parsed, "edge_gateway_accept_failures", adapter="sim_tcp") == 0
 
     # The sync counters are /status's own: never ahead of a status taken after the scrape, and

@@ -161,6 +161,13 @@ class _AdapterCollector(Collector):
             ["adapter"],
             per_adapter(lambda a: a.replies.internal_errors),
         )
+        if any(hasattr(a.replies, "pipe_replaced") for _, a in adapters):
+            yield _counter(
+                "edge_gateway_pipe_values_replaced",
+                "Reply values sent in the pipe style whose | was sent as / (sim.reply_style)",
+                ["adapter"],
+                per_adapter(lambda a: getattr(a.replies, "pipe_replaced", None)),
+            )
         if any(a.frames for _, a in adapters):
             yield _counter(
                 "edge_gateway_frame_errors",
