@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import browser as chromium
 import httpx
 import pytest
 import test_reference_server
+from browser import Browser, Page, expect, needs_browser, open_page
 from postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from sync_harness import start_gateway, workstation
 from test_reference_server import GATEWAY, NOW, TOKEN, tls
@@ -33,9 +35,11 @@ from sync.central.ledger.fleet import switched_version
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use of allowEmptyValue:DeprecationWarning")
 
-# Each backend in turn: bound, not imported by name (a parameter of the same name would then
-# redefine an unused import).
+# Each backend in turn, and the browsers (tests/browser.py): bound, not imported by name (a
+# parameter of the same name would then redefine an unused import).
 storage = test_reference_server.storage
+browser = chromium.browser
+rebinding_browser = chromium.rebinding_browser
 
 PAUSE = "/_admin/programs/lottery/pause"
 RESUME = "/_admin/programs/lottery/resume"
@@ -420,46 +424,7 @@ def test_a_switched_version_fits_and_replaces_the_last_switch() -> None:
 
 # ---- the page, in a real browser ---------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1280, "height": 800}
-
-try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
-except ImportError:  # pragma: no cover - CI installs it with the dev extras
-    async_playwright = None  # type: ignore[assignment]
-
-needs_browser = pytest.mark.skipif(
-    async_playwright is None or not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (make system-deps) and the playwright "
-    "package (pip install -e '.[dev]')",
-)
-
-
-@contextlib.asynccontextmanager
-async def chromium(*extra: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 class ShiftedClock:
@@ -472,11 +437,8 @@ class ShiftedClock:
         return system_now() + self.shift
 
 
-async def open_page(browser: Browser, url: str) -> Page:
-    page = await (await browser.new_context(viewport=VIEWPORT)).new_page()
-    page.on("dialog", lambda dialog: dialog.accept())
-    await page.goto(url)
-    return page
+async def open_fleet_page(browser: Browser, url: str) -> Page:
+    return await open_page(browser, url, accept_dialogs=True, viewport=VIEWPORT)
 
 
 async def lottery_paused_at(daemon: Daemon) -> bool:
@@ -510,7 +472,7 @@ async def test_the_page_shows_the_fleet_offline_first_and_pauses_the_whole_chain
             await until(s001_synced, what="the gateway's heartbeat with its cursor at the end")
             assert await ident_earn_mode(daemon) == "LOTTERY"
 
-            page = await open_page(browser, central.server.admin_url + "/_admin/fleet/page")
+            page = await open_fleet_page(browser, central.server.admin_url + "/_admin/fleet/page")
             rows = page.locator("#stores tr")
             await expect(rows).to_have_count(2)
             await expect(rows.nth(0)).to_have_attribute("data-store", "S900")
@@ -576,7 +538,7 @@ async def test_with_an_admin_token_the_page_asks_for_it_and_then_works(
     async with running(config) as central:
         await central.beat("S001", "gw-1", None)
         url = central.server.admin_url + "/_admin/fleet/page"
-        page = await open_page(browser, url)
+        page = await open_fleet_page(browser, url)
         await expect(page.locator("#refused")).to_have_text("Central's admin token is needed.")
         await expect(page.locator("#stores")).to_have_count(0)
         await page.locator("input[name=token]").fill("adm1n")
@@ -595,90 +557,36 @@ async def test_with_an_admin_token_the_page_asks_for_it_and_then_works(
 
 # ---- web pages of other sites (DNS rebinding, CSRF) -------------------------------------------
 
-EVIL = "evil.example"
-# What an attacker's page tries against `TARGET` ("" is its own origin): read the fleet, and
-# pause the lottery in every way a page can send a POST. Each outcome is recorded, none thrown.
-ATTACK_PAGE = """<!doctype html><script>
-window.attack = (async (target) => {
-  const out = {};
-  async function attempt(name, url, init) {
-    try {
-      const response = await fetch(target + url, init);
-      out[name] = response.type === "opaque" ? "opaque" : response.status;
-    } catch (error) {
-      out[name] = "blocked";
-    }
-  }
-  const body = JSON.stringify({by: "evil"});
-  await attempt("fleet", "/_admin/fleet", {});
-  await attempt("pause_json", "/_admin/programs/lottery/pause",
-    {method: "POST", headers: {"Content-Type": "application/json"}, body});
-  await attempt("pause_no_cors", "/_admin/programs/lottery/pause",
-    {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body});
-  return out;
-})(TARGET);
-</script>"""
-
-
-@contextlib.asynccontextmanager
-async def page_server(html: str) -> AsyncIterator[int]:
-    """An attacker's web server on this machine: `html` for any request."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await reader.readuntil(b"\r\n\r\n")
-            body = html.encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        await server.wait_closed()
+# What an attacker's page tries: read the fleet, and pause the lottery in every way a page can
+# send a POST.
+ATTACK = {"read": ("fleet", "/_admin/fleet"), "pause": PAUSE}
 
 
 @needs_browser
 async def test_a_page_of_another_site_can_neither_read_the_fleet_nor_pause(
-    sqlite_central: Central,
+    sqlite_central: Central, rebinding_browser: Browser
 ) -> None:
     central = sqlite_central
     await central.beat("S001", "gw-1", None)
     port = int(central.server.admin_url.rsplit(":", 1)[1])
-    # Chromium's own local-network checks are off: central must refuse by itself.
-    async with chromium(
-        f"--host-resolver-rules=MAP {EVIL} 127.0.0.1",
-        "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,"
-        "PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
-    ) as browser:
-        # A page on a name rebound to this machine: its requests reach central with its name.
-        context = await browser.new_context()
-        await context.route(
-            f"http://{EVIL}:{port}/cats",
-            lambda route: route.fulfill(
-                content_type="text/html", body=ATTACK_PAGE.replace("TARGET", '""')
-            ),
-        )
-        page = await context.new_page()
-        await page.goto(f"http://{EVIL}:{port}/cats")
-        rebound: dict[str, Any] = await page.evaluate("window.attack")
-        assert rebound == {"fleet": 421, "pause_json": 421, "pause_no_cors": 421}, rebound
+    # A page on a name rebound to this machine: its requests reach central with its name.
+    rebound, _ = await chromium.attack_from_a_rebound_name(
+        rebinding_browser, port, chromium.attack_page("", **ATTACK)
+    )
+    refused = {"fleet": 421, "pause_json": 421, "pause_no_cors": 421}
+    assert chromium.outcomes(rebound) == refused, rebound
 
-        # A page of another site calling central by its address.
-        target = f'"{central.server.admin_url}"'
-        async with page_server(ATTACK_PAGE.replace("TARGET", target)) as evil_port:
-            other = await (await browser.new_context()).new_page()
-            await other.goto(f"http://{EVIL}:{evil_port}/")
-            foreign: dict[str, Any] = await other.evaluate("window.attack")
-        # The browser keeps the answers from the page; the POST it lets through (no-cors) is
-        # refused by central (another origin, and not JSON).
-        assert foreign == {"fleet": "blocked", "pause_json": "blocked", "pause_no_cors": "opaque"}
+    # A page of another site calling central by its address.
+    foreign = await chromium.attack_from_another_site(
+        rebinding_browser, chromium.attack_page(central.server.admin_url, **ATTACK)
+    )
+    # The browser keeps the answers from the page; the POST it lets through (no-cors) is
+    # refused by central (another origin, and not JSON).
+    assert chromium.outcomes(foreign) == {
+        "fleet": "blocked",
+        "pause_json": "blocked",
+        "pause_no_cors": "opaque",
+    }
     view = await central.fleet()
     assert view["programs"]["lottery"]["paused"] is False
     assert view["rules"] is None  # nothing was published

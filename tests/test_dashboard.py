@@ -14,42 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import browser as chromium
 import httpx
 import pytest
+from browser import EVIL, Browser, Dialog, Page, Route, expect, needs_browser, open_page
 from conftest import member_record
 from gateway_process import GatewayProcess
 from sync_harness import post, start_gateway, workstation
 from waiting import cancelled
 
 from gateway.admin.app import create_admin_app
-from gateway.admin.dashboard import unreachable_after_s
 from gateway.admin.history import History, run_sampler
 from gateway.admin.server import AdminServer
 from gateway.daemon import Daemon
 from gateway.store.store import EventResult
+from gateway.web.page import unreachable_after_s
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TOKEN = "s3cret-admin-token"
 
-try:
-    from playwright.async_api import Browser, Dialog, Page, Route, async_playwright, expect
-except ImportError:  # pragma: no cover - CI installs it with the dev extras
-    async_playwright = None  # type: ignore[assignment]
-
-needs_browser = pytest.mark.skipif(
-    async_playwright is None or not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (make system-deps) and the playwright "
-    "package (pip install -e '.[dev]')",
-)
+# The browsers (fixtures): bound, not imported by name (a test's parameter of the same name would
+# then redefine an unused import).
+browser = chromium.browser
+rebinding_browser = chromium.rebinding_browser
 
 
 # ---- the history, by itself ----------------------------------------------------------------
@@ -170,24 +156,6 @@ async def dashboard(tmp_path: Path, token: str | None = None) -> AsyncIterator[D
 async def gw(tmp_path: Path) -> AsyncIterator[Dashboard]:
     async with dashboard(tmp_path) as made:
         yield made
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def open_page(browser: Browser, url: str, **context: Any) -> Page:
-    page = await (await browser.new_context(**context)).new_page()
-    await page.goto(url)
-    return page
 
 
 async def dead_letter_one_event(daemon: Daemon) -> None:
@@ -344,57 +312,13 @@ async def test_with_a_token_the_page_and_the_api_refuse_requests_without_it(
 
 # ---- web pages of other sites (DNS rebinding, CSRF) -----------------------------------------
 
-EVIL = "evil.example"
-# What an attacker's page tries, against `target` ("" is its own origin): read the status, and
-# pause the lottery in every way a page can send a POST. Each outcome is recorded, none thrown.
-ATTACK_PAGE = """<!doctype html><title>cute cats</title><script>
-window.attack = (async (target) => {
-  const out = {};
-  async function attempt(name, url, init) {
-    try {
-      const response = await fetch(target + url, init);
-      out[name] = response.type === "opaque" ? "opaque" : response.status;
-      if (response.type !== "opaque") out[name + "_body"] = await response.text();
-    } catch (error) {
-      out[name] = "blocked";
-    }
-  }
-  const body = JSON.stringify({by: "evil"});
-  await attempt("status", "/status", {});
-  await attempt("pause_json", "/programs/lottery/pause",
-    {method: "POST", headers: {"Content-Type": "application/json"}, body});
-  await attempt("pause_no_cors", "/programs/lottery/pause",
-    {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body});
-  await attempt("retry", "/dead-letters/retry",
-    {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
-  return out;
-})(TARGET);
-</script>"""
-
-
-@pytest.fixture
-async def rebinding_browser() -> AsyncIterator[Browser]:
-    """Chromium in which evil.example resolves to this machine, as a rebound DNS name does. Its
-    own local-network checks are off: the gateway must refuse by itself, whatever the browser."""
-    args = [
-        *CHROMIUM_ARGS,
-        f"--host-resolver-rules=MAP {EVIL} 127.0.0.1",
-        "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,"
-        "PrivateNetworkAccessRespectPreflightResults,BlockInsecurePrivateNetworkRequests",
-    ]
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def attack(page: Page, url: str) -> dict[str, Any]:
-    """Open the attacker's page at `url` and wait for everything it tried."""
-    await page.goto(url)
-    result: dict[str, Any] = await page.evaluate("window.attack")
-    return result
+# What an attacker's page tries: read the status, pause the lottery in every way a page can send
+# a POST, retry the dead letters.
+ATTACK = {
+    "read": ("status", "/status"),
+    "pause": "/programs/lottery/pause",
+    "posts": {"retry": "/dead-letters/retry"},
+}
 
 
 async def lottery_state(gw: Dashboard) -> str:
@@ -403,46 +327,15 @@ async def lottery_state(gw: Dashboard) -> str:
     return state
 
 
-@contextlib.asynccontextmanager
-async def page_server(html: str) -> AsyncIterator[int]:
-    """An attacker's web server on this machine: `html` for any request."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await reader.readuntil(b"\r\n\r\n")
-            body = html.encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 @needs_browser
 async def test_a_page_on_a_rebound_name_can_neither_read_nor_pause(
     rebinding_browser: Browser, gw: Dashboard
 ) -> None:
-    port = gw.server.port
-    context = await rebinding_browser.new_context()
     # The attacker's page is served for evil.example:<port> (the name still pointed at the
     # attacker then); everything it asks for afterwards reaches the gateway at 127.0.0.1.
-    await context.route(
-        f"http://{EVIL}:{port}/cats",
-        lambda route: route.fulfill(
-            content_type="text/html", body=ATTACK_PAGE.replace("TARGET", '""')
-        ),
+    result, context = await chromium.attack_from_a_rebound_name(
+        rebinding_browser, gw.server.port, chromium.attack_page("", **ATTACK)
     )
-    page = await context.new_page()
-    result = await attack(page, f"http://{EVIL}:{port}/cats")
     assert result["status"] == 421, result
     assert "S001" not in result["status_body"]
     assert "admin.host_names" in result["status_body"]  # says what to do about it
@@ -468,10 +361,9 @@ async def test_a_page_on_a_rebound_name_can_neither_read_nor_pause(
 async def test_a_page_of_another_site_can_neither_read_nor_pause(
     rebinding_browser: Browser, gw: Dashboard
 ) -> None:
-    target = f'"{gw.url}"'
-    async with page_server(ATTACK_PAGE.replace("TARGET", target)) as evil_port:
-        page = await (await rebinding_browser.new_context()).new_page()
-        result = await attack(page, f"http://{EVIL}:{evil_port}/")
+    result = await chromium.attack_from_another_site(
+        rebinding_browser, chromium.attack_page(gw.url, **ATTACK)
+    )
     # The browser keeps the answers from the page, and the gateway refuses the POSTs it
     # lets through (no-cors) because they come from another origin.
     assert result["status"] == "blocked", result
@@ -535,7 +427,7 @@ async def test_the_page_shows_a_clock_behind_the_registers(browser: Browser, gw:
 # ---- a gateway that does not answer ----------------------------------------------------------
 
 VIEWPORT = {"width": 1024, "height": 768}
-GREY = "rgb(154, 161, 169)"  # --stale in dashboard.css
+GREY = "rgb(154, 161, 169)"  # --stale in gateway/web/static/page.css
 
 
 async def assert_in_view(page: Page, selector: str) -> None:

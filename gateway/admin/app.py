@@ -8,8 +8,6 @@ the token or must come from the API's own origin (CSRF)."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -20,12 +18,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin import dashboard
 from gateway.admin.history import History
+from gateway.web.guard import host_problem, normal_host, same_origin
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
 Readiness = Callable[[], dict[str, bool]]
@@ -33,21 +32,7 @@ ProgramSwitch = Callable[[str, bool, str], Awaitable[None]]
 RetryDeadLetters = Callable[[], Awaitable[int]]
 PROGRAMS = ("lottery",)
 
-# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then maybe a port.
-_HOST_RE = re.compile(
-    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?"
-)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _WILDCARDS = {"", "0.0.0.0", "::"}
-
-
-def _normal_host(name: str) -> str:
-    """One spelling per host: lower case, no trailing dot, no brackets, IPv6 compressed."""
-    name = name.strip().strip("[]").rstrip(".").lower()
-    try:
-        return ipaddress.ip_address(name).compressed
-    except ValueError:
-        return name
 
 
 def served_hosts(bind_host: str | None, host_names: Iterable[str]) -> frozenset[str]:
@@ -56,22 +41,7 @@ def served_hosts(bind_host: str | None, host_names: Iterable[str]) -> frozenset[
     names = {"localhost", "127.0.0.1", "::1", *host_names}
     if bind_host is not None and bind_host.strip("[]") not in _WILDCARDS:
         names.add(bind_host)
-    return frozenset(_normal_host(name) for name in names)
-
-
-def _parse_host(value: str) -> tuple[str, int | None] | None:
-    match = _HOST_RE.fullmatch(value)
-    if match is None:
-        return None
-    if match["ipv6"] is not None:
-        try:
-            ipaddress.IPv6Address(match["ipv6"])
-        except ValueError:
-            return None
-    port = int(match["port"]) if match["port"] else None
-    if port is not None and port > 65535:
-        return None
-    return _normal_host(match["ipv6"] or match["name"]), port
+    return frozenset(normal_host(name) for name in names)
 
 
 class _ServedHostsOnly:
@@ -84,28 +54,27 @@ class _ServedHostsOnly:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             value = next((v for k, v in scope["headers"] if k == b"host"), None)
+            text = None if value is None else value.decode("latin-1")
+            problem = host_problem(text, self.hosts.__contains__)
             refusal = None
-            if value is not None:
-                text = value.decode("latin-1")
-                parsed = _parse_host(text)
-                if parsed is None:
-                    refusal = JSONResponse(
-                        {
-                            "error": "BAD_HOST",
-                            "detail": "the Host header is not a host name with an optional port",
-                        },
-                        status_code=400,
-                    )
-                elif parsed[0] not in self.hosts:
-                    refusal = JSONResponse(
-                        {
-                            "error": "UNKNOWN_HOST",
-                            "host": text[:255],
-                            "detail": "this admin API does not answer for that host name; "
-                            "a name it should answer for goes in admin.host_names",
-                        },
-                        status_code=421,
-                    )
+            if problem == "BAD_HOST":
+                refusal = JSONResponse(
+                    {
+                        "error": "BAD_HOST",
+                        "detail": "the Host header is not a host name with an optional port",
+                    },
+                    status_code=400,
+                )
+            elif problem == "UNKNOWN_HOST" and text is not None:
+                refusal = JSONResponse(
+                    {
+                        "error": "UNKNOWN_HOST",
+                        "host": text[:255],
+                        "detail": "this admin API does not answer for that host name; "
+                        "a name it should answer for goes in admin.host_names",
+                    },
+                    status_code=421,
+                )
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
@@ -138,28 +107,6 @@ def create_admin_app(
         given = request.headers.get("authorization", "")
         return secrets.compare_digest(given.encode(), f"Bearer {token}".encode())
 
-    def same_origin(request: Request) -> bool:
-        """The browser says the request comes from a page of this API itself."""
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site != "same-origin":
-            return False
-        origin = request.headers.get("origin")
-        if origin is None:
-            return site == "same-origin"
-        host = _parse_host(request.headers.get("host", ""))
-        scheme = request.url.scheme
-        try:
-            parts = urlsplit(origin)
-            origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-        except ValueError:
-            return False
-        return (
-            host is not None
-            and parts.scheme == scheme
-            and _normal_host(parts.hostname or "") == host[0]
-            and origin_port == (host[1] or _DEFAULT_PORTS.get(scheme))
-        )
-
     def foreign_origin(request: Request) -> bool:
         origin = request.headers.get("origin")
         if origin is None:
@@ -168,7 +115,7 @@ def create_admin_app(
             hostname = urlsplit(origin).hostname
         except ValueError:
             return True
-        return hostname is None or _normal_host(hostname) not in hosts  # "null" too
+        return hostname is None or normal_host(hostname) not in hosts  # "null" too
 
     def state_changing(
         handler: Callable[[Request], Awaitable[Response]],
@@ -187,7 +134,7 @@ def create_admin_app(
                 )
             if not authorised(request):
                 return JSONResponse({"error": "UNAUTHORIZED"}, status_code=401)
-            if token is None and not same_origin(request):
+            if token is None and not same_origin(request, silent_ok=False):
                 return JSONResponse(
                     {
                         "error": "NOT_SAME_ORIGIN",
@@ -268,21 +215,17 @@ def create_admin_app(
     async def page(request: Request) -> Response:
         """The dashboard. With a token, the page too needs it: as a bearer header, or once as
         `?token=` (the page keeps it in sessionStorage and sends it as a header from then on)."""
-        given = request.query_params.get("token")
-        if not authorised(request) and not (
-            token is not None
-            and given is not None
-            and secrets.compare_digest(given.encode(), token.encode())
-        ):
-            body, headers = dashboard.render_refusal(wrong_token=given is not None)
-            return HTMLResponse(body, status_code=401, headers=headers)
-        body, headers = dashboard.render_page(
-            programs=PROGRAMS,
-            retry_available=retry_dead_letters is not None,
-            history_available=history is not None,
-            refresh_s=dashboard_refresh_s,
+        return dashboard.PAGE.response(
+            request,
+            token=token,
+            authorised=authorised(request),
+            render=lambda: dashboard.render_page(
+                programs=PROGRAMS,
+                retry_available=retry_dead_letters is not None,
+                history_available=history is not None,
+                refresh_s=dashboard_refresh_s,
+            ),
         )
-        return HTMLResponse(body, headers=headers)
 
     return Starlette(
         routes=[

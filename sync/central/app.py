@@ -26,14 +26,15 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sync.central import fleet
 from sync.central.admin_guard import AdminGuard
 from sync.central.config import MIB, ReferenceConfig
 from sync.central.errors import ApiError
 from sync.central.faults import Faults, ProxyLink
-from sync.central.fleet import SEEN_EVERY_S, fleet_view, render_page, render_refusal
+from sync.central.fleet import SEEN_EVERY_S, fleet_view
 from sync.central.ledger import Ledger
 from sync.central.longpoll import ChangeFeed
 from sync.central.snapshot import SnapshotService, build_snapshot
@@ -311,15 +312,15 @@ class Central:
     async def admin_fleet_page(self, request: Request) -> Response:
         """The fleet page. With an admin token, the page too needs it: as a bearer header, or
         once as `?token=` (the page keeps it in sessionStorage and sends it as a header)."""
-        given = self.admin_guard.token_in_query(request)
-        if not self.admin_guard.authorised(request) and not given:
-            body, headers = render_refusal(wrong_token=given is not None)
-            return HTMLResponse(body, status_code=401, headers=headers)
-        body, headers = render_page(
-            refresh_s=self.config.fleet_page_refresh_s,
-            offline_after_s=self.config.fleet_offline_after_s,
+        return fleet.PAGE.response(
+            request,
+            token=self.admin_guard.token,
+            authorised=self.admin_guard.authorised(request),
+            render=lambda: fleet.render_page(
+                refresh_s=self.config.fleet_page_refresh_s,
+                offline_after_s=self.config.fleet_offline_after_s,
+            ),
         )
-        return HTMLResponse(body, headers=headers)
 
     async def admin_switch_program(self, request: Request) -> Response:
         """POST /_admin/programs/{program}/pause|resume, JSON body {"by": "who"}: the

@@ -9,19 +9,19 @@ store that never sent one, its last request. Every age is on central's clock (th
 lag, largest first (a store whose lag is not known, as it is still bootstrapping, has no cursor
 of this database, or sent no heartbeat, counts as the furthest behind), then by store id.
 
-The page is one HTML document (CSS and JavaScript inline, from `fleet_page`), served under a
+The page is one HTML document (its own markup, CSS and JavaScript from `fleet_page`), served as
+the store's dashboard is (`gateway.web.page`: the shared frame, style and script, under a
 per-response nonce and never framed: the chain-wide stop switch is one click, so no other site
-may overlay it (clickjacking). Everything from central goes into it through `textContent`.
+may overlay it, clickjacking). Everything from central goes into it through `textContent`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import secrets
 from typing import Any
 
+from gateway.web.page import AdminPage, Rendered
 from sync.central import fleet_page
 from sync.central.config import utc_stamp
 from sync.central.ledger import PROGRAMS, FleetRows
@@ -138,56 +138,23 @@ def programs_of(document: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 # ---- the page ----------------------------------------------------------------------------
 
-
-def _headers(nonce: str) -> dict[str, str]:
-    policy = (
-        "default-src 'none'; "
-        f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-        "connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    )
-    return {
-        "Content-Security-Policy": policy,
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-    }
+PAGE = AdminPage(
+    title="Loyalty central: fleet",
+    subject="central",
+    path="/_admin/fleet/page",
+    token_key="centralAdminToken",
+    token_needed="Central's admin token is needed.",
+    open_label="Open the fleet",
+    refused_title="Loyalty central: token needed",
+)
 
 
-def _fill(template: str, nonce: str, **parts: str) -> str:
-    page = template.replace("{{nonce}}", nonce)
-    for key, value in parts.items():
-        page = page.replace("{{" + key + "}}", value)
-    return page
-
-
-def render_page(*, refresh_s: float, offline_after_s: float) -> tuple[str, dict[str, str]]:
+def render_page(*, refresh_s: float, offline_after_s: float) -> Rendered:
     """The fleet page and the headers it must be served with."""
-    nonce = secrets.token_urlsafe(16)
-    config = {
-        "programs": list(PROGRAMS),
-        "refreshMs": int(refresh_s * 1000),
-        # No answer within this: the page says central's admin API is not answering.
-        "timeoutMs": int(max(3.0, 2 * refresh_s) * 1000),
-        "offlineAfterS": offline_after_s,
-    }
-    config_json = json.dumps(config).replace("</", "<\\/")  # cannot end the script element
-    page = _fill(
-        fleet_page.PAGE, nonce, css=fleet_page.CSS, js=fleet_page.SCRIPT, config=config_json
-    )
-    return page, _headers(nonce)
-
-
-def render_refusal(*, wrong_token: bool) -> tuple[str, dict[str, str]]:
-    """The 401 page (an admin token is configured): no fleet data, a field for the token."""
-    nonce = secrets.token_urlsafe(16)
-    message = "That token was refused." if wrong_token else "Central's admin token is needed."
-    page = _fill(
-        fleet_page.REFUSED,
-        nonce,
+    return PAGE.render(
+        body=fleet_page.PAGE,
         css=fleet_page.CSS,
-        message=message,
-        wrong="true" if wrong_token else "false",
+        js=fleet_page.SCRIPT,
+        refresh_s=refresh_s,
+        config={"programs": list(PROGRAMS), "offlineAfterS": offline_after_s},
     )
-    return page, _headers(nonce)

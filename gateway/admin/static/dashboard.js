@@ -1,21 +1,23 @@
-// The dashboard's script: fetches /status and /history, fills the page, flips the stop switch.
-// Gateway data goes in through textContent only. With an admin token, the page was opened once
-// with ?token=; the token is kept in this tab's sessionStorage and sent as a bearer header.
-// When the gateway does not answer (no connection, or no answer within config.timeoutMs), the
-// page says UNREACHABLE on top with the time of the last answer, and greys what it still shows.
+// The dashboard's own script, after the admin pages' shared one (gateway/web/static/page.js):
+// fetches /status and /history, fills the page, flips the stop switch, retries dead letters.
+// When the gateway does not answer, the banner on top says UNREACHABLE with the time of the last
+// answer, and the badge no longer shows central's last state.
 "use strict";
 (() => {
-  const config = JSON.parse(document.getElementById("config").textContent);
-  const TOKEN_KEY = "gatewayToken";
-  const params = new URLSearchParams(location.search);
-  if (params.has("token")) {
-    sessionStorage.setItem(TOKEN_KEY, params.get("token"));
-    history.replaceState(null, "", "/"); // out of the address bar and the tab's history
-  }
-  const $ = (id) => document.getElementById(id);
-  const operator = $("operator");
-  operator.value = localStorage.getItem("gatewayOperator") || "";
-  operator.addEventListener("change", () => localStorage.setItem("gatewayOperator", operator.value));
+  const page = adminPage({
+    operatorKey: "gatewayOperator",
+    switches: ".program-switch, #retry-dead-letters",
+    offlineTitle: "The gateway is not answering",
+    programsPath: "/programs/",
+    operatorDefault: "dashboard",
+    question: (name, action) => action === "pause"
+      ? "Pause the " + name + " in this store? Registers stop offering it with their next request."
+      : "Resume the " + name + " in this store?",
+    unansweredSwitch: (why) => "The gateway did not answer the switch (" + why + "): whether it was made shows when the gateway answers again.",
+  });
+  const { config, $, api, ago } = page;
+  const text = (id, value, cls) => page.show($(id), value, cls);
+  const when = (unix) => page.moment(unix && new Date(unix * 1000), Date.now() / 1000 - unix);
 
   let lastStatus = null;
   let lastAnswerAt = null; // Unix time of the gateway's last answer, by this browser's clock
@@ -24,129 +26,22 @@
   let seenSince = null;
   let seenSinceExact = false;
 
-  function headers(json) {
-    const h = {};
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) h.Authorization = "Bearer " + token;
-    if (json) h["Content-Type"] = "application/json";
-    return h;
-  }
-
-  // The gateway did not answer at all: the connection failed, or nothing came back in time.
-  class Unreachable extends Error {}
-
-  async function api(path, body) {
-    const controller = new AbortController();
-    const init = body === undefined
-      ? { headers: headers(false), cache: "no-store" }
-      : { method: "POST", headers: headers(true), body: JSON.stringify(body), cache: "no-store" };
-    init.signal = controller.signal;
-    const timer = setTimeout(() => controller.abort(), config.timeoutMs);
-    let response;
-    try {
-      response = await fetch(path, init);
-    } catch (error) {
-      clearTimeout(timer);
-      throw new Unreachable(controller.signal.aborted
-        ? "no answer within " + Math.round(config.timeoutMs / 1000) + " s"
-        : "no connection");
-    }
-    try {
-      if (response.status === 401) throw new Error("The admin token was refused: open the page again with ?token=");
-      if (!response.ok) {
-        // The API says why in JSON (a refused Host name or origin names what to configure).
-        const why = await response.json().then((b) => b.detail || b.error, () => null);
-        throw new Error(path + " answered " + response.status + (why ? ": " + why : ""));
-      }
-      return await response.json();
-    } catch (error) {
-      if (controller.signal.aborted) throw new Unreachable("the answer stopped half-way");
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  function text(id, value, cls) {
-    const el = $(id);
-    el.textContent = value === null || value === undefined ? "—" : String(value);
-    if (cls !== undefined) el.className = cls;
-  }
-
-  function ago(seconds) {
-    if (seconds === null || seconds === undefined) return "—";
-    seconds = Math.max(0, Math.round(seconds));
-    if (seconds < 60) return seconds + " s";
-    if (seconds < 3600) return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
-    if (seconds < 86400) return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
-    return Math.floor(seconds / 86400) + " d " + Math.floor((seconds % 86400) / 3600) + " h";
-  }
-
-  function when(unix) {
-    if (!unix) return "never";
-    const clock = new Date(unix * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-    return clock + " (" + ago(Date.now() / 1000 - unix) + " ago)";
-  }
-
-  // The red bar under the header. What a button's request ran into stays for a while; what a
-  // poll ran into goes with the next good poll.
-  const ACTION_ALERT_MS = 60000;
-  let actionAlertUntil = 0;
-
-  function alertBox(message) {
-    const box = $("alert");
-    box.hidden = !message;
-    box.textContent = message || "";
-  }
-
-  function actionAlert(message) {
-    actionAlertUntil = Date.now() + ACTION_ALERT_MS;
-    alertBox(message);
-  }
-
-  // The buttons that change the gateway: disabled while it does not answer ("offline"), and
-  // while their own request runs ("busy").
-  function switches() {
-    return [...document.querySelectorAll(".program-switch"), $("retry-dead-letters")];
-  }
-
-  function settle(button) {
-    button.disabled = Boolean(button.dataset.offline || button.dataset.busy);
-    if (button.dataset.offline) button.title = "The gateway is not answering";
-    else button.removeAttribute("title");
-  }
-
-  // The top of the page says the gateway is not answering, since when, and why; the badge no
-  // longer shows central's last state; everything still on the page is greyed (its last answer).
-  function showUnreachable(why) {
-    document.body.classList.add("stale");
-    document.body.dataset.gateway = "unreachable";
+  // Besides the banner: the title says it, and the badge no longer shows central's last state.
+  function unreachable(why) {
     document.title = "UNREACHABLE · " + pageTitle;
     const since = lastAnswerAt
       ? "last answer at " + when(lastAnswerAt)
       : "no answer since this page was opened";
-    text("unreachable-detail", "The gateway is not answering (" + why + "); " + since +
-      ". Everything below is from that answer. Is the service running?");
-    $("unreachable").hidden = false;
     text("central-state", "UNREACHABLE", "badge UNREACHABLE");
     text("central-since", lastAnswerAt ? "last answer at " + when(lastAnswerAt) : "");
-    for (const button of switches()) {
-      button.dataset.offline = "1";
-      settle(button);
-    }
+    return "The gateway is not answering (" + why + "); " + since +
+      ". Everything below is from that answer. Is the service running?";
   }
 
-  function showReachable() {
+  function reachable() {
     lastAnswerAt = Date.now() / 1000;
     document.body.dataset.answered = String(Math.round(lastAnswerAt * 1000));
-    document.body.classList.remove("stale");
-    document.body.dataset.gateway = "answering";
     document.title = pageTitle;
-    $("unreachable").hidden = true;
-    for (const button of switches()) {
-      delete button.dataset.offline;
-      settle(button);
-    }
   }
 
   function renderHeader(status, hist) {
@@ -173,68 +68,15 @@
   }
 
   function renderPrograms(status, hist) {
-    const list = $("program-list");
-    for (const name of config.programs) {
-      const program = (status.programs || {})[name];
-      if (!program) continue;
-      let row = list.querySelector('[data-program="' + name + '"]');
-      if (!row) {
-        row = document.createElement("div");
-        row.className = "program";
-        row.dataset.program = name;
-        const label = document.createElement("span");
-        label.className = "program-name";
-        label.textContent = name.charAt(0).toUpperCase() + name.slice(1);
-        const state = document.createElement("span");
-        state.className = "program-state badge";
-        const button = document.createElement("button");
-        button.type = "button";
-        button.className = "program-switch";
-        button.addEventListener("click", () => flip(name, button));
-        const note = document.createElement("span");
-        note.className = "program-note muted small";
-        row.append(label, state, button, note);
-        list.append(row);
-      }
-      const state = row.querySelector(".program-state");
-      state.textContent = program.state;
-      state.className = "program-state badge " + program.state;
-      const button = row.querySelector(".program-switch");
-      const pausedHere = program.paused_here;
-      button.dataset.action = pausedHere ? "resume" : "pause";
-      button.textContent = pausedHere ? "Resume " + name : "Pause " + name;
-      button.className = "program-switch " + (pausedHere ? "resume" : "pause");
+    page.renderPrograms(status.programs, (name, program) => {
       const notes = [];
       if (program.paused_by_central) notes.push("paused by central for every store");
       const switched = hist && hist.switches ? hist.switches[name] : null;
       if (switched) notes.push((switched.paused ? "paused" : "resumed") + " by " + switched.by + " at " + when(switched.at));
-      row.querySelector(".program-note").textContent = notes.join(" · ");
-    }
-  }
-
-  async function flip(name, button) {
-    const action = button.dataset.action;
-    const question = action === "pause"
-      ? "Pause the " + name + " in this store? Registers stop offering it with their next request."
-      : "Resume the " + name + " in this store?";
-    if (!confirm(question)) return;
-    button.dataset.busy = "1";
-    settle(button);
-    try {
-      await api("/programs/" + encodeURIComponent(name) + "/" + action, { by: operator.value.trim() || "dashboard" });
-      actionAlertUntil = 0; // done: an earlier button's trouble is over
-      await refresh(); // show the change at once, not at the next poll
-    } catch (error) {
-      if (error instanceof Unreachable) {
-        await refresh(); // shows UNREACHABLE on top (or the switch, had it been made)
-        actionAlert("The gateway did not answer the switch (" + error.message + "): whether it was made shows when the gateway answers again.");
-      } else {
-        actionAlert(error.message);
-      }
-    } finally {
-      delete button.dataset.busy;
-      settle(button);
-    }
+      const pausedHere = program.paused_here;
+      const label = pausedHere ? "Resume " + name : "Pause " + name;
+      return { state: program.state, paused: pausedHere, label, notes };
+    });
   }
 
   function renderChart(points, now, span) {
@@ -343,61 +185,24 @@
     }
   }
 
-  async function poll() {
-    try {
-      const [status, hist] = await Promise.all([
-        api("/status"),
-        config.historyAvailable ? api("/history") : Promise.resolve(null),
-      ]);
+  $("retry-dead-letters").addEventListener("click", (event) => {
+    const n = lastStatus ? lastStatus.dead_letters : 0;
+    if (!confirm("Send the " + n + " dead letter(s) to central again? Central de-duplicates, nothing counts twice.")) return;
+    page.act(event.target, () => api("/dead-letters/retry", {}));
+  });
+
+  page.start({
+    load: () => Promise.all([
+      api("/status"),
+      config.historyAvailable ? api("/history") : Promise.resolve(null),
+    ]),
+    render: ([status, hist]) => {
       lastStatus = status;
-      showReachable();
       renderHeader(status, hist);
       renderPrograms(status, hist);
       renderBody(status, hist);
-      document.body.dataset.refreshed = String(Date.now());
-      if (Date.now() >= actionAlertUntil) alertBox(null);
-    } catch (error) {
-      if (error instanceof Unreachable) {
-        showUnreachable(error.message);
-      } else {
-        alertBox(error.message + (lastStatus ? " (showing the last answer)" : ""));
-      }
-    }
-  }
-
-  // One poll at a time: a gateway that hangs must not pile up requests (each ends by timeout).
-  let inFlight = null;
-  async function refresh() {
-    while (inFlight) await inFlight;
-    inFlight = poll();
-    try {
-      await inFlight;
-    } finally {
-      inFlight = null;
-    }
-  }
-
-  $("retry-dead-letters").addEventListener("click", async (event) => {
-    const n = lastStatus ? lastStatus.dead_letters : 0;
-    if (!confirm("Send the " + n + " dead letter(s) to central again? Central de-duplicates, nothing counts twice.")) return;
-    const button = event.target;
-    button.dataset.busy = "1";
-    settle(button);
-    try {
-      await api("/dead-letters/retry", {});
-      actionAlertUntil = 0;
-      await refresh();
-    } catch (error) {
-      if (error instanceof Unreachable) await refresh();
-      actionAlert(error.message);
-    } finally {
-      delete button.dataset.busy;
-      settle(button);
-    }
+    },
+    unreachable,
+    reachable,
   });
-
-  refresh();
-  setInterval(() => {
-    if (!inFlight) refresh();
-  }, config.refreshMs);
 })();
