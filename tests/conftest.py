@@ -147,10 +147,12 @@ async def workstation_on(port: int, wsid: int) -> AsyncIterator[Workstation]:
 ServerFactory = Callable[..., SimTcpServer]
 
 
-@pytest.fixture
-async def gateway(service: Gateway, store: Store) -> AsyncIterator[RunningGateway]:
+@contextlib.asynccontextmanager
+async def running_gateway(
+    service: Gateway, store: Store, responder: SimResponder | None = None
+) -> AsyncIterator[RunningGateway]:
     """The service behind a real SIM TCP server on a free loopback port."""
-    responder = SimResponder(service)
+    responder = responder or SimResponder(service)
     server = SimTcpServer(
         responder,
         host="127.0.0.1",
@@ -159,8 +161,17 @@ async def gateway(service: Gateway, store: Store) -> AsyncIterator[RunningGatewa
         read_timeout_s=0.5,
     )
     await server.start()
-    yield RunningGateway(service, store, server, responder)
-    await server.stop(grace_s=1.0)
+    try:
+        yield RunningGateway(service, store, server, responder)
+    finally:
+        await server.stop(grace_s=1.0)
+
+
+@pytest.fixture
+async def gateway(service: Gateway, store: Store) -> AsyncIterator[RunningGateway]:
+    """The service behind a real SIM TCP server on a free loopback port."""
+    async with running_gateway(service, store) as running:
+        yield running
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import RunningGateway, member_record
+from conftest import RunningGateway, member_record, running_gateway
 
 from gateway import __version__
 from gateway.domain.reasons import Reason
@@ -34,7 +33,6 @@ from isl_plugin.islrun import (
 )
 from isl_plugin.islrun.values import KEY_ENTER, KeyValue
 from pos_adapters.sim.session import SimResponder
-from pos_adapters.sim.tcp import SimTcpServer
 
 PLUGIN = Path(__file__).resolve().parent.parent / "isl_plugin" / "pms9.isl"
 SCRIPT = parse_script(PLUGIN.read_text(encoding="cp1252"), PLUGIN.name)
@@ -633,16 +631,8 @@ async def styled_gateway(
 ) -> AsyncIterator[RunningGateway]:
     """The real gateway (as the `gateway` fixture) in each reply style (docs/protocol.md)."""
     responder = SimResponder(service, reply_style=request.param)
-    server = SimTcpServer(
-        responder,
-        host="127.0.0.1",
-        port=0,
-        allow=[ipaddress.ip_network("127.0.0.0/8")],
-        read_timeout_s=0.5,
-    )
-    await server.start()
-    yield RunningGateway(service, store, server, responder)
-    await server.stop(grace_s=1.0)
+    async with running_gateway(service, store, responder) as running:
+        yield running
 
 
 def pipe_values(run: EventRun) -> list[str]:
