@@ -5,6 +5,7 @@ python -m bench.run_all            # 1,000,000 members, 20,000 requests each; PO
 python -m bench.run_all --quick    # 100,000 members, 5,000 requests each; POST 3 s; ...
 python -m bench.run_all --json out.json --count-fsyncs
 python -m bench.run_all --only drain,full_sync
+python -m bench.run_all --only fleet    # the fleet simulator (bench/fleet.py): never by default
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if __package__ in (None, ""):  # run as `python bench/run_all.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
-from bench import full_sync, post_throughput, post_to_central, sim_latency, sync_drain
+from bench import fleet, full_sync, post_throughput, post_to_central, sim_latency, sync_drain
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,21 @@ def benchmarks(sizes: Sizes, count_fsyncs: bool) -> list[Benchmark]:
     ]
 
 
+def on_request(sizes: Sizes) -> list[Benchmark]:
+    """Benchmarks run only when named in `--only`: the fleet takes minutes and the whole machine
+    (500 stores; 50 with `--quick`)."""
+    quick = sizes == QUICK
+    options = fleet.options_from(fleet.command_line().parse_args(["--quick"] if quick else []))
+    return [
+        Benchmark(
+            "fleet",
+            f"{options.stores} stores into two central processes on one PostgreSQL",
+            lambda: fleet.run(options),
+            fleet.rows,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -126,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = benchmarks(sizes, args.count_fsyncs)
     if args.only:
         names = {name.strip() for name in args.only.split(",")}
+        chosen += on_request(sizes)
         unknown = names - {b.name for b in chosen}
         if unknown:
             parser.error(f"unknown benchmark {sorted(unknown)}; known: {[b.name for b in chosen]}")
