@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Mapping
+import random
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -38,16 +39,24 @@ async def build_heartbeat(
     }
 
 
+# Each wait is the interval give or take this share, so a fleet started together (after a
+# chain-wide power cut, an upgrade) does not beat in the same second ever after.
+JITTER_SHARE = 0.1
+
+
 async def run_heartbeat(
     store: Store,
     client: CentralClient,
     *,
     interval_s: float,
     adapters: AdapterStates | None = None,
+    random: Callable[[], float] = random.random,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
-    """Forever: one heartbeat per interval. A failed one is not retried: the next one follows."""
+    """Forever: one heartbeat at once, then one per interval (give or take `JITTER_SHARE`).
+    A failed one is not retried: the next one follows."""
     while True:
         # A failure is logged by the client (once); the refresher and forwarder do the retrying.
         with contextlib.suppress(CentralError):
             await client.heartbeat(await build_heartbeat(store, client.gateway_id, adapters))
-        await asyncio.sleep(interval_s)
+        await sleep(interval_s * (1 + JITTER_SHARE * (2 * random() - 1)))

@@ -16,6 +16,8 @@ from typing import Any
 
 from sync.central.errors import ApiError
 
+BACKLOG = 2048  # connections the kernel may queue before central accepts them
+
 
 @dataclass(slots=True)
 class FaultSettings:
@@ -150,7 +152,14 @@ class FaultProxy:
 
     async def _listen(self, port: int) -> None:
         self._server = await asyncio.start_server(
-            self._connection, self.host, port, reuse_address=True, limit=1 << 20
+            self._connection,
+            self.host,
+            port,
+            reuse_address=True,
+            limit=1 << 20,
+            # asyncio's default (100) made a fleet's simultaneous connections wait for the
+            # kernel's SYN retry (1 s) at start; uvicorn behind this listens with 2048 too.
+            backlog=BACKLOG,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
