@@ -41,7 +41,7 @@ from gateway.links import Link, LinkEvents
 from gateway.store.cache import MemberRecord
 from gateway.store.store import ChangePage, StaleRecords, Store, utc_stamp
 from sync.bootstrap import BOOTSTRAP_JITTER_S, SnapshotDownload, SnapshotFile
-from sync.client import CentralClient, CentralError
+from sync.client import CentralClient, CentralError, ChangesPage
 
 # How long central may hold a changes request (DESIGN section 3 allows 0..30): under the idle
 # timeouts of common proxies, long enough that an idle store asks twice a minute.
@@ -64,6 +64,13 @@ class CursorStuck(CentralError):
             f" ({cursor[:40] or 'the empty cursor'}): paging stopped until the next round"
         )
         self.cursor = cursor
+
+
+@dataclass
+class _HeldPage(ChangesPage):
+    """The long poll's answer, with the cursor it was asked at."""
+
+    cursor: str = ""
 
 
 @dataclass
@@ -347,7 +354,8 @@ class Refresher:
         """`data_dir` holds the snapshot file while it is downloaded and applied (default:
         the database's directory). `bootstrap_jitter_s` is the most `run()` waits before its
         first download of a snapshot file (`refresh()` and `full()`, run by an operator, never
-        wait); `random` and `sleep` are that wait's, for tests."""
+        wait); `random` and `sleep` are that wait's (and `random` the retry's after a failed
+        long poll), for tests."""
         self.store = store
         self.client = client
         self.interval_s = interval_s
@@ -368,6 +376,8 @@ class Refresher:
         # neither: central answers, and that has its own alarm).
         self.link = Link(log, LinkEvents(down="cache_refresh_failed", up="cache_refresh_recovered"))
         self._wake = asyncio.Event()
+        self._random = random
+        self._poll_failures = 0  # long polls failed in a row
 
     @property
     def cursor(self) -> str | None:
@@ -377,11 +387,12 @@ class Refresher:
         self._wake.set()
 
     async def run(self) -> None:
+        held: ChangesPage | None = None  # the long poll's answer: the next round's first page
         while True:
             retry_soon = False
             hold = True
             try:
-                await self.refresh(jitter=True)
+                await self.refresh(jitter=True, first=held)
                 self.link.succeeded()
             except CursorStuck:
                 # Counted and logged by refresh(); central answers, but a held request would
@@ -396,27 +407,48 @@ class Refresher:
                 self.link.failed(error, unexpected="cache_refresh_error")
                 retry_soon = True
             # Until the next round; `wake()` (central came back, an operator asked) cuts it short.
+            held = None
             if retry_soon:
                 await self._pause(min(self.interval_s, 5.0))
-            elif not hold or not await self._held_until_a_change():
+            elif not hold:
                 await self._pause(self.interval_s)
+            else:
+                outcome = await self._held_until_a_change()
+                if isinstance(outcome, ChangesPage):
+                    held = outcome
+                elif outcome is None:  # the long poll failed: try again soon, not in 30 s
+                    await self._pause(self._poll_retry_s())
+                elif not outcome:
+                    await self._pause(self.interval_s)
+
+    def _poll_retry_s(self) -> float:
+        """After a failed long poll: 0.5 s doubling up to the refresh interval, each wait drawn
+        between half and all of it, so a fleet whose central restarts does not come back in step
+        (its held requests all failed at the same instant)."""
+        self._poll_failures += 1
+        ceiling = min(self.interval_s, 0.5 * 2.0 ** min(self._poll_failures - 1, 10))
+        return ceiling * (0.5 + 0.5 * self._random())
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
-    async def _held_until_a_change(self) -> bool:
+    async def _held_until_a_change(self) -> ChangesPage | bool | None:
         """Long poll (DESIGN section 3): at the delta position, ask central to hold a request
         until a change for this store exists, so a change (a pause of the lottery) reaches this
-        store within about a second. True: refresh now. False: central does not hold (an empty
-        answer came early) or did not answer, so wait the refresh interval as before."""
+        store within about a second. A page with changes: refresh now, starting with that page.
+        True: refresh now. False: central does not hold (an empty answer came early), so wait
+        the refresh interval as before. None: the request failed (central restarting, a 503):
+        try again soon."""
         cursor = self.store.get_state(CURSOR) or ""
         if not cursor or self.long_poll_s <= 0:
             return False
         loop = asyncio.get_running_loop()
         started = loop.time()
-        poll = asyncio.create_task(self.client.changes(cursor, 1, wait_s=self.long_poll_s))
+        poll = asyncio.create_task(
+            self.client.changes(cursor, self.page_limit, wait_s=self.long_poll_s)
+        )
         woken = asyncio.create_task(self._wake.wait())
         try:
             await asyncio.wait({poll, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -428,10 +460,12 @@ class Refresher:
             self._wake.clear()
             return True
         if poll.cancelled() or poll.exception() is not None:
-            return False  # the client counted the failure; the next round tells the rest
+            return None  # the client counted the failure; the next round tells the rest
+        self._poll_failures = 0
         page = poll.result()
-        held = loop.time() - started >= self.long_poll_s * 0.8
-        return bool(page.changes or page.has_more or held)
+        if page.changes or page.has_more:
+            return _HeldPage(page.changes, page.next_cursor, page.has_more, cursor=cursor)
+        return loop.time() - started >= self.long_poll_s * 0.8
 
     async def refresh(
         self,
@@ -439,6 +473,7 @@ class Refresher:
         *,
         allow_mass_removal: bool = False,
         jitter: bool = False,
+        first: ChangesPage | None = None,
     ) -> int:
         """Fetch and apply pages until central has no more; returns the changes applied.
 
@@ -451,7 +486,8 @@ class Refresher:
         is in `sync_state`).
 
         Raises `CursorStuck` after applying a page that says `has_more` with a cursor already
-        asked with: the next round asks again, instead of this one asking forever.
+        asked with: the next round asks again, instead of this one asking forever. `first`: a
+        page already fetched (the long poll's), used when it was asked at the stored cursor.
         """
         cursor = self.store.get_state(CURSOR) or ""
         snapshot_started = self.store.get_state(SNAPSHOT_STARTED)
@@ -464,7 +500,10 @@ class Refresher:
         elif not self._tidied:
             self._tidy()
         asked = {cursor}
-        page = await self.client.changes(cursor, self.page_limit)
+        if isinstance(first, _HeldPage) and first.cursor == cursor:
+            page: ChangesPage = first  # the long poll's answer, asked at this very cursor
+        else:
+            page = await self.client.changes(cursor, self.page_limit)
         while True:
             stuck = page.has_more and page.next_cursor in asked
             asked.add(page.next_cursor)
