@@ -32,7 +32,7 @@ import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import structlog
 
@@ -127,8 +127,8 @@ class _Connection(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport, though not necessarily asyncio's class (uvloop's is not one).
+        self.transport = cast(asyncio.Transport, transport)
         self.server._opened(self)
         if self.server.idle_timeout_s > 0:
             self._idle_timer = self.loop.call_at(
