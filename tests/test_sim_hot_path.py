@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from conftest import RunningGateway
 from sales import CARD, DATE
 from sim_wire import read_frames
@@ -91,3 +92,33 @@ async def test_a_workstation_waits_behind_its_commit_and_no_other_does(
     finally:
         first_writer.close()
         other_writer.close()
+
+
+async def test_a_reply_that_cannot_be_built_costs_one_answer_not_the_workstation(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    responder = gateway.responder
+    encode = responder._encode
+    broken = iter([True])
+
+    def encode_once_broken(source_id: bytes, seq: int, fields: list[str]) -> bytes:
+        if fields[0] == "POST_OK" and next(broken, False):
+            raise ValueError("a bug in building the reply")
+        return encode(source_id, seq, fields)
+
+    monkeypatch.setattr(responder, "_encode", encode_once_broken)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        # The POST's reply fails to build; the IDENT queued behind it must still be answered.
+        writer.write(post(1, 1, 601) + ident(1, 2))
+        replies = await read_frames(reader, 2)
+        assert [(r.seq, r.fields[:2]) for r in replies] == [
+            (1, ("ERROR", "UNAVAILABLE")),
+            (2, ("IDENT_OK", "M1")),
+        ]
+        writer.write(post(1, 3, 602))  # and the workstation goes on
+        (reply,) = await read_frames(reader, 1)
+        assert reply.fields[0] == "POST_OK"
+    finally:
+        writer.close()
+    assert responder.stats.internal_errors == 1

@@ -319,9 +319,15 @@ class SimResponder:
     def _answered(
         self, source: _Source, frame: Frame, request: bytes, fields: list[str], send: Send
     ) -> None:
-        if source.pipe:
-            fields = self._piped(fields)
-        reply = self._encode(frame.source_id, frame.seq, fields)
+        try:
+            if source.pipe:
+                fields = self._piped(fields)
+            reply = self._encode(frame.source_id, frame.seq, fields)
+        except Exception:  # a reply that cannot be built must not hold its workstation's queue
+            fields = self._internal_error(fields[0][:16] if fields else "")
+            if source.pipe:
+                fields = self._piped(fields)
+            reply = self._encode(frame.source_id, frame.seq, fields)
         source.last_seq, source.last_request, source.last_reply = frame.seq, request, reply
         send(reply)
 
