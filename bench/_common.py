@@ -1236,3 +1236,26 @@ class CentralCommand:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def anonymous_check(store_id: str, business_date: str, wsid: int, check: int) -> dict[str, Any]:
+    """The payload of a `check.posted` event of a 12.00 check without a member, as the gateway
+    writes it (DESIGN section 3): what the drain and fleet benchmarks queue by the thousand."""
+    return {
+        "store_id": store_id,
+        "business_date": business_date,
+        "wsid": wsid,
+        "rvc": 1,
+        "check": check,
+        "member_id": None,
+        "subtotal": "12.00",
+        "total": "12.00",
+        "items": [{"qty": "1", "object": 1001, "total": "12.00"}],
+        "coupons": [],
+        "unknown_coupon_refs": [],
+        "points_earned": 0,
+        "tickets_earned": 0,
+        "wallet_delta": 0,
+        "earn_mode": "points",
+        "rules_version": "default",
+    }

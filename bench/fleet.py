@@ -462,24 +462,7 @@ class Worker:
         stamp = utc_stamp(dt.datetime.now(dt.UTC))
 
         def payload(s: SimStore, n: int) -> dict[str, Any]:
-            return {
-                "store_id": s.spec.store_id,
-                "business_date": date,
-                "wsid": BURST_WSID,
-                "rvc": 1,
-                "check": n,
-                "member_id": None,
-                "subtotal": "12.00",
-                "total": "12.00",
-                "items": [{"qty": "1", "object": 1001, "total": "12.00"}],
-                "coupons": [],
-                "unknown_coupon_refs": [],
-                "points_earned": 0,
-                "tickets_earned": 0,
-                "wallet_delta": 0,
-                "earn_mode": "points",
-                "rules_version": "default",
-            }
+            return common.anonymous_check(s.spec.store_id, date, BURST_WSID, n)
 
         async def append(s: SimStore) -> None:
             events = [

@@ -38,24 +38,7 @@ def events(count: int, store_id: str) -> list[Any]:
             new_ulid(),
             "check.posted",
             stamp,
-            {
-                "store_id": store_id,
-                "business_date": "2026-11-23",
-                "wsid": 1 + n % 20,
-                "rvc": 1,
-                "check": n + 1,
-                "member_id": None,
-                "subtotal": "12.00",
-                "total": "12.00",
-                "items": [{"qty": "1", "object": 1001, "total": "12.00"}],
-                "coupons": [],
-                "unknown_coupon_refs": [],
-                "points_earned": 0,
-                "tickets_earned": 0,
-                "wallet_delta": 0,
-                "earn_mode": "points",
-                "rules_version": "default",
-            },
+            common.anonymous_check(store_id, "2026-11-23", 1 + n % 20, n + 1),
         )
         for n in range(count)
     ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -518,16 +519,7 @@ class Refresher:
                 state = [(CURSOR, page.next_cursor)]
                 if snapshot_started is not None:
                     state.append((SNAPSHOT_STARTED, snapshot_started))
-                await self.store.apply_changes(
-                    ChangePage(
-                        parsed.members,
-                        parsed.deleted_members,
-                        parsed.coupons,
-                        parsed.deleted_coupons,
-                        parsed.rules,
-                        state,
-                    )
-                )
+                await self.store.apply_changes(dataclasses.replace(parsed, state=state))
             except BaseException:
                 if following is not None:
                     following.cancel()
@@ -592,16 +584,7 @@ class Refresher:
                     state = [(SNAPSHOT_STARTED, since)]
                     if page.last:
                         state.append((CURSOR, snapshot.next_cursor))
-                    await self.store.apply_changes(
-                        ChangePage(
-                            parsed.members,
-                            parsed.deleted_members,
-                            parsed.coupons,
-                            parsed.deleted_coupons,
-                            parsed.rules,
-                            state,
-                        )
-                    )
+                    await self.store.apply_changes(dataclasses.replace(parsed, state=state))
                     count = len(page.changes) + page.unreadable
                     applied += count
                     self.stats.pages += 1
