@@ -23,6 +23,7 @@ from test_reference_server import (  # noqa: F401 (storage: a fixture)
     storage,
     tls,
 )
+from waiting import until
 
 from sync.central import ReferenceConfig, ReferenceServer
 
@@ -56,12 +57,12 @@ async def cursor_at_the_end(api: httpx.AsyncClient) -> str:
 
 
 async def test_a_held_request_answers_within_a_second_of_the_change_it_waited_for(
-    api: httpx.AsyncClient, admin: httpx.AsyncClient
+    central: ReferenceServer, api: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:
     cursor = await cursor_at_the_end(api)
     loop = asyncio.get_running_loop()
     poll = asyncio.create_task(api.get(CHANGES, params={"cursor": cursor, "wait_s": 20}))
-    await asyncio.sleep(0.5)
+    await until(lambda: central.central.feed.waiting == 1, what="the request held at central")
     assert not poll.done()  # held: nothing changed yet
 
     changed_at = loop.time()
@@ -114,7 +115,7 @@ async def test_stopping_central_does_not_wait_for_held_requests(storage: dict[st
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=40) as client:
         cursor = await cursor_at_the_end(client)
         poll = asyncio.create_task(client.get(CHANGES, params={"cursor": cursor, "wait_s": 25}))
-        await asyncio.sleep(0.3)
+        await until(lambda: server.central.feed.waiting == 1, what="the request held at central")
         loop = asyncio.get_running_loop()
         started = loop.time()
         await server.stop()

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from postgres import PostgresServer, postgres_or_skip, postgres_server, postgres_url  # noqa: F401
 from test_reference_server import GATEWAY, NOW, STORE, batch, check_posted, conforms, event
+from waiting import until
 
 from gateway.domain.ids import new_ulid
 from sync.central import ReferenceConfig, ReferenceServer
@@ -147,7 +148,10 @@ async def test_a_long_poll_on_one_process_is_woken_by_a_change_through_the_other
         asyncio.create_task(instance.api.get(CHANGES, params={"cursor": cursor, "wait_s": 20}))
         for instance in (a, a, b)
     ]
-    await asyncio.sleep(0.5)
+    await until(
+        lambda: (a.server.central.feed.waiting, b.server.central.feed.waiting) == (2, 1),
+        what="the three requests held, two at A and one at B",
+    )
     assert not any(poll.done() for poll in polls)
 
     changed_at = loop.time()
@@ -269,7 +273,7 @@ async def restart_and_recover(
     listening = getattr(storage, "listening")  # noqa: B009 (PostgresStorage only)
     await asyncio.wait_for(listening.wait(), 10)
     poll = asyncio.create_task(instance.api.get(CHANGES, params={"cursor": cursor, "wait_s": 20}))
-    await asyncio.sleep(0.3)
+    await until(lambda: central.central.feed.waiting == 1, what="the request held at central")
     await instance.admin.post("/_admin/members", json=[{"member_id": "M9"}])
     changes = (await asyncio.wait_for(poll, 3)).json()["changes"]
     assert "M9" in [c["data"]["member_id"] for c in changes]

@@ -24,6 +24,7 @@ from test_reference_server import (  # noqa: F401 (storage: a fixture)
     conforms,
     storage,
 )
+from waiting import until
 
 import sync.central.snapshot
 from sync.central import ReferenceConfig, ReferenceServer
@@ -143,18 +144,18 @@ async def test_central_builds_at_start_and_again_only_when_records_changed(
             snapshot = (await admin.get("/_admin/stats")).json()["snapshot"]
             return None if snapshot is None else str(snapshot["etag"])
 
-        for _ in range(100):
-            if await etag() is not None:
-                break
-            await asyncio.sleep(0.05)
+        async def built() -> bool:
+            return await etag() is not None
+
+        await until(built, what="the snapshot built at start")
         first = await etag()
         assert first is not None
         await asyncio.sleep(0.6)
         assert await etag() == first  # nothing changed: nothing rebuilt
 
         await admin.delete("/_admin/coupons/OLD2025")
-        for _ in range(100):
-            if await etag() != first:
-                break
-            await asyncio.sleep(0.05)
-        assert await etag() not in (first, None)
+
+        async def rebuilt() -> bool:
+            return await etag() not in (first, None)
+
+        await until(rebuilt, what="a new snapshot after the change")
