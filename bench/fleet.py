@@ -79,6 +79,7 @@ if __package__ in (None, ""):  # run as `python bench/fleet.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _postgres as postgres
 
 if TYPE_CHECKING:
     from gateway.domain.models import PostRequest
@@ -831,18 +832,19 @@ def run(options: Options) -> dict[str, Any]:
         root = Path(tempfile.mkdtemp(prefix="fleet-", dir="/tmp"))
         stack.callback(shutil.rmtree, root, ignore_errors=True)
         # A directory of its own: the server may run as `nobody`, who cannot enter `root`.
-        pg = common.PostgresCluster(Path(tempfile.mkdtemp(prefix="fleet-pg-", dir="/tmp")))
+        pg = postgres.PostgresCluster(Path(tempfile.mkdtemp(prefix="fleet-pg-", dir="/tmp")))
         stack.callback(pg.close)
         pg.start()
         database = pg.create_database("central")
         workers = ["--db-workers", str(options.db_workers)]
         central = {
-            "A": common.CentralCommand(
-                "A", database, common.free_port(), root / "central-A.log", *workers,
+            "A": postgres.CentralCommand(
+                "A", database, postgres.free_port(), root / "central-A.log", *workers,
                 "--synthetic-members", str(options.members),
             ),
-            "B": common.CentralCommand("B", database, common.free_port(), root / "central-B.log",
-                                       *workers),
+            "B": postgres.CentralCommand(
+                "B", database, postgres.free_port(), root / "central-B.log", *workers
+            ),
         }  # fmt: skip
         for c in central.values():
             stack.callback(c.stop)
@@ -877,7 +879,7 @@ def run(options: Options) -> dict[str, Any]:
             return sum(c.cpu_seconds() for c in central.values())
 
         def workers_cpu() -> float:
-            return sum(common.process_tree_seconds(pid) for pid in fleet.pids)
+            return sum(postgres.process_tree_seconds(pid) for pid in fleet.pids)
 
         def meter() -> Meter:
             return Meter(central_cpu, pg.cpu_seconds, workers_cpu).begin()
@@ -1036,7 +1038,7 @@ def established(port: int) -> int:
     return count
 
 
-def connections(central: dict[str, common.CentralCommand], database: str) -> dict[str, Any]:
+def connections(central: dict[str, postgres.CentralCommand], database: str) -> dict[str, Any]:
     """In steady load: the stores' connections and waiting long polls per central process, and
     the connections PostgreSQL serves (central's, and this benchmark's sampler)."""
     import httpx
