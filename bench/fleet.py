@@ -79,6 +79,7 @@ if __package__ in (None, ""):  # run as `python bench/fleet.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _helpers as helpers
 from bench import _postgres as postgres
 
 if TYPE_CHECKING:
@@ -549,7 +550,7 @@ class Worker:
 
 def fleet_worker(conn: multiprocessing.connection.Connection, plan: WorkerPlan) -> None:
     """A worker process's body (spawned): its stores in one event loop."""
-    common.child_setup()
+    helpers.child_setup()
     from gateway.logging import configure_logging
 
     # Warnings and errors of every store (with its id) in a file of this worker's; the lines
@@ -618,7 +619,7 @@ class Fleet:
                 if conn.poll(max(0.0, deadline - time.monotonic())):
                     conn.recv()
             proc.join(max(0.1, deadline - time.monotonic()))
-            common.stop_process(proc)
+            helpers.stop_process(proc)
             conn.close()
 
 

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as `python bench/full_sync.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _helpers as helpers
 
 TARGET_MEMBERS = 1_000_000
 TARGET_S = 30.0  # for TARGET_MEMBERS
@@ -57,7 +58,7 @@ def run(members: int) -> dict[str, Any]:
     result = common.new_result("full_sync", requested=members, target_s=TARGET_S * members / 1e6)
     common.CACHE.mkdir(parents=True, exist_ok=True)
     made = time.perf_counter()
-    with common.reference_central(
+    with helpers.reference_central(
         common.CACHE / f"central-{members}.db", synthetic_members=members
     ) as central:
         url, pid = central.ready
@@ -67,7 +68,8 @@ def run(members: int) -> dict[str, Any]:
         with common.run_directory() as directory:
             meter = common.CpuMeter([pid])
             timeout_s = 600 * max(1, members // TARGET_MEMBERS)
-            result.update(common.call_in_process(refresh, url, str(directory), timeout_s=timeout_s))
+            synced = helpers.call_in_process(refresh, url, str(directory), timeout_s=timeout_s)
+            result.update(synced)
             used = meter.read()
     result["cpu_per_member_us"] = result["cpu_s"] / max(1, result["members"]) * 1e6
     result["central_cpu_per_member_us"] = (

@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as `python bench/post_throughput.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _helpers as helpers
 
 TARGET_CHECKS_PER_S = 5_000
 TARGET_FLOOR_RATIO = 1.0  # closed loop: checks/s against the floor's commits/s
@@ -262,7 +263,7 @@ def load_gateway(
         f" {load_kind}, {warmup_s:.0f} s warm-up + {duration_s:.0f} s measured ..."
     )
     assert gateway.gateway_pid is not None
-    load: dict[str, Any] = common.call_in_process(
+    load: dict[str, Any] = helpers.call_in_process(
         post_load,
         gateway.port,
         gateway.gateway_pid,

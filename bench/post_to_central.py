@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as `python bench/post_to_central.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _helpers as helpers
 from bench import post_throughput, sync_drain
 
 TARGET_P50_MS = 50.0
@@ -32,7 +33,7 @@ TARGET_P99_MS = 250.0
 ARRIVAL_WAIT_S = 30.0  # after the load, how long the last events may take to reach central
 
 
-def floor(central: common.Helper, requests: int) -> tuple[list[float], float]:
+def floor(central: helpers.Helper, requests: int) -> tuple[list[float], float]:
     """One check.posted event per request, posted straight to central, each timed from just
     before the send to central's note that it stored it; and central's CPU per request."""
     import httpx
@@ -55,7 +56,7 @@ def floor(central: common.Helper, requests: int) -> tuple[list[float], float]:
     return [stored[key] - sent[key] for key in sent], central_cpu / requests * 1e6
 
 
-def arrivals(central: common.Helper, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], float]:
+def arrivals(central: helpers.Helper, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], float]:
     """Central's notes for the `wanted` checks, waiting up to ARRIVAL_WAIT_S for the last ones."""
     found: dict[tuple[int, int], float] = {}
     deadline = time.perf_counter() + ARRIVAL_WAIT_S
@@ -79,7 +80,7 @@ def run(
     )
     with (
         common.run_directory() as directory,
-        common.reference_central(directory / "central.db", record=True) as central,
+        helpers.reference_central(directory / "central.db", record=True) as central,
     ):
         url, central_pid = central.ready
         print(f"reference central pid {central_pid} on {url}")

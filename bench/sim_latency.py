@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as `python bench/sim_latency.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _helpers as helpers
 
 SOURCE_ID = b"   1LOYAL"  # workstation 1, as pos_adapters.sim.register names it
 WSID = "1"
@@ -197,7 +198,7 @@ def one_register(
 def echo_floor(conn: Any, reply: bytes, max_s: float) -> None:
     """Answer every frame (counted by its EOT) with `reply`, over the same asyncio streams the
     gateway uses; stop when the parent closes `conn`, or after max_s."""
-    common.child_setup()
+    helpers.child_setup()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -217,7 +218,7 @@ def echo_floor(conn: Any, reply: bytes, max_s: float) -> None:
     async def serve() -> None:
         server = await asyncio.start_server(handle, common.HOST, 0, limit=65536)
         conn.send((server.sockets[0].getsockname()[1], os.getpid()))
-        await common.answer_parent(conn, None, max_s)
+        await helpers.answer_parent(conn, None, max_s)
         server.close()
 
     asyncio.run(serve())
@@ -246,14 +247,14 @@ def run(
         assert gateway.gateway_pid is not None
         probe = encode_frame(SOURCE_ID, 0, ["IDENT", WSID, "1", "0", common.card_number(0)])
         ident_reply = common.probe_reply(gateway.port, probe)
-        with common.server_process(echo_floor, ident_reply, timeout_s) as echo:
+        with helpers.server_process(echo_floor, ident_reply, timeout_s) as echo:
             floor_port, floor_pid = echo.ready
             print(
                 f"floor pid {floor_pid} on {common.HOST}:{floor_port}; measuring in alternating"
                 f" blocks of {block} requests ..."
             )
             started = time.perf_counter()
-            both = common.call_in_process(
+            both = helpers.call_in_process(
                 one_register,
                 [
                     ("gateway", gateway.port, gateway.gateway_pid, True),

@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as `python bench/sync_drain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as common
+from bench import _helpers as helpers
 
 TARGET_EVENTS_PER_S = 10_000
 BATCH = 500
@@ -100,7 +101,7 @@ def run(count: int) -> dict[str, Any]:
     result = common.new_result("sync_drain", events=count)
     with (
         common.run_directory() as directory,
-        common.reference_central(directory / "central.db") as central,
+        helpers.reference_central(directory / "central.db") as central,
     ):
         url, pid = central.ready
         meter = common.CpuMeter([pid])

@@ -45,6 +45,7 @@ import serial  # type: ignore[import-untyped]
 import serial_asyncio_fast
 
 from bench import _common as common
+from bench import _helpers as helpers
 from pos_adapters.mqtt import Topics
 from pos_adapters.sim.codec import ACK, EOT, Frame, FrameDecoder, encode_frame
 
@@ -99,7 +100,7 @@ class Child:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=common.die_with_parent,  # a helper outlives nothing, even kill -9
+            preexec_fn=helpers.die_with_parent,  # a helper outlives nothing, even kill -9
             **options,
         )
         self._pump = asyncio.create_task(self._read())
@@ -206,7 +207,7 @@ async def mqtt_floor(port: int, reply: bytes) -> None:
 
 
 def run_floor(args: argparse.Namespace) -> int:
-    common.die_with_parent()
+    helpers.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reply = bytes.fromhex(args.reply)
     if args.floor == "tcp":
