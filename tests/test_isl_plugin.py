@@ -89,6 +89,22 @@ def ring_lunch(station: Station, check: int = 1001) -> None:
     station.ring(1002)
 
 
+async def member_at_lunch(make_station: StationFactory, card: str) -> Station:
+    """A new workstation: lunch rung on check 1001, then the member's card read."""
+    station = make_station()
+    ring_lunch(station)
+    await station.press(1, [card])
+    return station
+
+
+async def eva_reserves_her_reward(station: Station, check: int) -> list[str]:
+    """Eva scans her single-use REWARD-M5 on a new check: the reply handlers that ran
+    (COUPON_OK once a released coupon is free again)."""
+    ring_lunch(station, check)
+    await station.press(1, [CARD_M5])
+    return (await station.press(2, ["REWARD-M5"])).handlers
+
+
 # ---- identify -> coupon -> final tender ---------------------------------------------------------
 
 
@@ -177,9 +193,7 @@ async def test_percent_coupon_types_the_percent_and_the_post_carries_the_discoun
 async def test_free_item_coupon_rings_the_item_and_discounts_it_off(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M1])
+    station = await member_at_lunch(make_station, CARD_M1)
     coupon = await station.press(2, ["BDAY-M1"])
     assert coupon.saw("Free item")
     # The item, then the item discount; every key followed by ENTER, as real scripts do.
@@ -322,9 +336,7 @@ async def test_a_gateway_that_does_not_answer_in_time_gets_the_same_offline_mess
 async def test_a_member_who_consents_joins_the_lottery_and_the_receipt_shows_tickets(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M1])
+    station = await member_at_lunch(make_station, CARD_M1)
     consent = await station.press(4, ["y"])
     assert consent.sent == [["CONSENT", "7", "M1", "LOTTERY", "Y"]]
     assert consent.handlers == ["CONSENT_OK"]
@@ -350,9 +362,7 @@ async def test_a_member_who_consents_joins_the_lottery_and_the_receipt_shows_tic
 
 
 async def test_a_minor_cannot_consent_and_sees_why(make_station: StationFactory) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M3])
+    station = await member_at_lunch(make_station, CARD_M3)
     run = await station.press(4, ["1"])
     assert run.handlers == ["CONSENT_FAIL"]
     reply = run.replies[0]
@@ -380,9 +390,7 @@ async def test_consent_needs_an_identified_member_and_a_clear_answer(
 async def test_a_released_coupon_is_not_posted_and_another_check_can_use_it(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M5])
+    station = await member_at_lunch(make_station, CARD_M5)
     coupon = await station.press(2, ["REWARD-M5"])  # single use, Eva's
     assert coupon.handlers == ["COUPON_OK"]
     reply = coupon.replies[0]
@@ -400,10 +408,7 @@ async def test_a_released_coupon_is_not_posted_and_another_check_can_use_it(
     assert final is not None
     assert final.sent[0][7:] == ["20.40", "2*1001*7.00;1*1002*13.40", ""]
 
-    ring_lunch(station, 1002)
-    await station.press(1, [CARD_M5])
-    reuse = await station.press(2, ["REWARD-M5"])
-    assert reuse.handlers == ["COUPON_OK"]
+    assert await eva_reserves_her_reward(station, 1002) == ["COUPON_OK"]
 
 
 # ---- the check the member belongs to ------------------------------------------------------------
@@ -518,9 +523,7 @@ async def test_a_member_identified_before_the_check_is_begun_gets_the_lines_at_b
 async def test_a_cancelled_check_releases_every_coupon_it_held_and_forgets_the_member(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M5])
+    station = await member_at_lunch(make_station, CARD_M5)
     refs = []
     for code in ("REWARD-M5", "TENOFF"):
         coupon = await station.press(2, [code])
@@ -541,18 +544,13 @@ async def test_a_cancelled_check_releases_every_coupon_it_held_and_forgets_the_m
     ring_lunch(station, 1002)
     nobody = await station.tender(1)
     assert nobody is not None and nobody.sent == []
-    ring_lunch(station, 1003)
-    await station.press(1, [CARD_M5])
-    again = await station.press(2, ["REWARD-M5"])
-    assert again.handlers == ["COUPON_OK"]
+    assert await eva_reserves_her_reward(station, 1003) == ["COUPON_OK"]
 
 
 async def test_a_cancelled_check_without_coupons_sends_nothing(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M1])
+    station = await member_at_lunch(make_station, CARD_M1)
     cancel = await station.cancel()
     assert cancel is not None and cancel.sent == [] and cancel.shown == []
 
@@ -586,17 +584,13 @@ async def test_voiding_a_loyalty_discount_line_releases_its_coupon_at_once(
     assert final is not None
     assert final.sent[0][6:] == ["20.40", "20.40", "2*1001*7.00;1*1002*13.40", ""]
 
-    ring_lunch(station, 1002)
-    await station.press(1, [CARD_M5])
-    assert (await station.press(2, ["REWARD-M5"])).handlers == ["COUPON_OK"]
+    assert await eva_reserves_her_reward(station, 1002) == ["COUPON_OK"]
 
 
 async def test_a_coupon_released_by_its_key_is_not_released_again_when_its_line_is_voided(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M1])
+    station = await member_at_lunch(make_station, CARD_M1)
     await station.press(2, ["WELCOME5"])
     release = await station.press(3)
     assert [fields[0] for fields in release.sent] == ["COUPON_VOID"]
@@ -816,9 +810,7 @@ def test_every_scenario_is_run_by_a_test() -> None:
 async def test_only_the_coupon_whose_discount_line_was_voided_is_released(
     make_station: StationFactory,
 ) -> None:
-    station = make_station()
-    ring_lunch(station)
-    await station.press(1, [CARD_M1])
+    station = await member_at_lunch(make_station, CARD_M1)
     refs = {}
     for code in ("WELCOME5", "TENOFF"):
         reply = (await station.press(2, [code])).replies[0]

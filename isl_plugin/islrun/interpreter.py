@@ -26,56 +26,10 @@ from dataclasses import dataclass
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Protocol
 
+from isl_plugin.islrun import nodes
 from isl_plugin.islrun.device_statements import dll_call, run_device
 from isl_plugin.islrun.devices import Devices, NetError
 from isl_plugin.islrun.errors import IslRuntimeError
-from isl_plugin.islrun.nodes import (
-    Assign,
-    BadStmt,
-    Binary,
-    BreakStmt,
-    CallStmt,
-    CaseStmt,
-    ClearChkInfoStmt,
-    DeviceStmt,
-    DllCallStmt,
-    Event,
-    ExitStmt,
-    Expr,
-    FieldArg,
-    ForeverStmt,
-    FormatStmt,
-    ForStmt,
-    FuncCall,
-    GetRxMsgStmt,
-    IfStmt,
-    InputStmt,
-    MacroStmt,
-    MakeKeys,
-    MessageStmt,
-    NetCall,
-    NetCallStmt,
-    NoOpStmt,
-    Num,
-    ReturnStmt,
-    RxMsgStmt,
-    SaveChkInfoStmt,
-    Script,
-    SplitStmt,
-    Stmt,
-    Str,
-    Sub,
-    SysVar,
-    Target,
-    TryStmt,
-    TxMsgStmt,
-    Unary,
-    VarRef,
-    VarStmt,
-    WaitForRxMsgStmt,
-    WhileStmt,
-    WholeArray,
-)
 from isl_plugin.islrun.sysvars import PRINTERS, sysvar_spec
 from isl_plugin.islrun.values import (
     ConversionError,
@@ -90,7 +44,7 @@ from isl_plugin.islrun.values import (
     to_number,
     to_text,
 )
-from isl_plugin.islrun.vocabulary import FUNCTIONS
+from isl_plugin.islrun.vocabulary import call_problem
 
 TIMEOUT_REPLY = "_TIMEOUT"
 MAX_HANDLER_DEPTH = 8
@@ -204,7 +158,7 @@ class _Return(Exception):
 
 
 class Interpreter:
-    def __init__(self, script: Script, host: Host, options: RunOptions | None = None) -> None:
+    def __init__(self, script: nodes.Script, host: Host, options: RunOptions | None = None) -> None:
         self.script = script
         self.host = host
         self.options = options or RunOptions()
@@ -220,7 +174,8 @@ class Interpreter:
         self.continue_on_cancel = "continueoncancel" in script.directives
         self.mag_status = "N"
         self._callers: list[Frame] = []  # the frames of the event and subs that called this one
-        self.fields: list[tuple[FieldArg, str, bool]] = []  # window input fields: prompt, swiped
+        # window input fields: the field, its prompt, whether it was swiped
+        self.fields: list[tuple[nodes.FieldArg, str, bool]] = []
         self.file_errno = 0
         self.file_errstr = ""
 
@@ -230,7 +185,7 @@ class Interpreter:
         """Run the top of the script: global declarations and `@Trace = n`-like settings."""
         self.globals = {}
         for stmt in self.script.globals:
-            if isinstance(stmt, VarStmt):
+            if isinstance(stmt, nodes.VarStmt):
                 self._declare(stmt, self.globals)
                 continue
             try:
@@ -254,21 +209,21 @@ class Interpreter:
             return Outcome(stop.kind, stop.message)
         return Outcome("normal")
 
-    async def _run_event(self, event: Event) -> None:
+    async def _run_event(self, event: nodes.Event) -> None:
         self.host.note("event", event.title)
         with contextlib.suppress(_Return):  # Return in an event ends it, as the linter says
             await self._block(event.body, {})
 
     # ---- statements --------------------------------------------------------------------------
 
-    async def _block(self, stmts: Sequence[Stmt], frame: Frame) -> None:
+    async def _block(self, stmts: Sequence[nodes.Stmt], frame: Frame) -> None:
         for stmt in stmts:
             await self._stmt(stmt, frame)
 
     def _error(self, line: int, message: str) -> IslRuntimeError:
         return IslRuntimeError(self.script.source, line, message)
 
-    async def _stmt(self, stmt: Stmt, frame: Frame) -> None:
+    async def _stmt(self, stmt: nodes.Stmt, frame: Frame) -> None:
         try:
             await self._exec(stmt, frame)
         except (_Fail, ValueError, LookupError) as failure:  # ValueError: a value no frame
@@ -280,28 +235,28 @@ class Interpreter:
         except NothingSent:
             raise self._error(stmt.line, "waiting for a reply, but no TxMsg was sent") from None
 
-    async def _exec(self, stmt: Stmt, frame: Frame) -> None:
-        if isinstance(stmt, Assign):
+    async def _exec(self, stmt: nodes.Stmt, frame: Frame) -> None:
+        if isinstance(stmt, nodes.Assign):
             self._assign(stmt.target, self._eval(stmt.expr, frame), frame)
-        elif isinstance(stmt, VarStmt):
+        elif isinstance(stmt, nodes.VarStmt):
             self._declare(stmt, frame)
-        elif isinstance(stmt, IfStmt):
+        elif isinstance(stmt, nodes.IfStmt):
             for cond, body in stmt.branches:
                 if is_true(self._eval(cond, frame)):
                     await self._block(body, frame)
                     return
             await self._block(stmt.otherwise, frame)
-        elif isinstance(stmt, ForStmt):
+        elif isinstance(stmt, nodes.ForStmt):
             await self._for(stmt, frame)
-        elif isinstance(stmt, WhileStmt):
+        elif isinstance(stmt, nodes.WhileStmt):
             await self._repeat(stmt.body, frame, lambda: is_true(self._eval(stmt.cond, frame)))
-        elif isinstance(stmt, BreakStmt):
+        elif isinstance(stmt, nodes.BreakStmt):
             raise _Break
-        elif isinstance(stmt, ReturnStmt):
+        elif isinstance(stmt, nodes.ReturnStmt):
             raise _Return
-        elif isinstance(stmt, CallStmt):
+        elif isinstance(stmt, nodes.CallStmt):
             await self._call(stmt, frame)
-        elif isinstance(stmt, FormatStmt):
+        elif isinstance(stmt, nodes.FormatStmt):
             parts = []
             for item in stmt.items:
                 value = self._eval(item.expr, frame)
@@ -310,29 +265,29 @@ class Interpreter:
                     text = apply_spec(text, item.spec, not isinstance(value, str))
                 parts.append(text)
             self._assign(stmt.target, "".join(parts), frame)
-        elif isinstance(stmt, SplitStmt):
+        elif isinstance(stmt, nodes.SplitStmt):
             self._split(stmt, frame)
-        elif isinstance(stmt, CaseStmt):
+        elif isinstance(stmt, nodes.CaseStmt):
             value = self._eval(stmt.target, frame)
             if not isinstance(value, str):
                 raise _Fail(f"{'UpperCase' if stmt.upper else 'LowerCase'} needs a text variable")
             self._assign(stmt.target, value.upper() if stmt.upper else value.lower(), frame)
-        elif isinstance(stmt, TxMsgStmt):
+        elif isinstance(stmt, nodes.TxMsgStmt):
             fields = [to_text(self._eval(arg, frame), self.host.decimals) for arg in stmt.args]
             await self.host.send(fields)
-        elif isinstance(stmt, GetRxMsgStmt):
+        elif isinstance(stmt, nodes.GetRxMsgStmt):
             if stmt.prompt is not None:
                 prompt = to_text(self._eval(stmt.prompt, frame), self.host.decimals)
                 self.host.show("waiting", (prompt,))
             reply = await self._receive()
             self.rxmsg = reply[0] if reply else TIMEOUT_REPLY.lower()
-        elif isinstance(stmt, WaitForRxMsgStmt):
+        elif isinstance(stmt, nodes.WaitForRxMsgStmt):
             await self._wait_for_reply()
-        elif isinstance(stmt, RxMsgStmt):
+        elif isinstance(stmt, nodes.RxMsgStmt):
             self._read_reply(stmt, frame)
-        elif isinstance(stmt, InputStmt):
+        elif isinstance(stmt, nodes.InputStmt):
             await self._input(stmt, frame)
-        elif isinstance(stmt, MessageStmt):
+        elif isinstance(stmt, nodes.MessageStmt):
             texts = []
             for number, arg in enumerate(stmt.args):
                 value = self._eval(arg, frame)
@@ -342,37 +297,37 @@ class Interpreter:
                     text = apply_spec(text, spec, not isinstance(value, str))
                 texts.append(text)
             self.host.show(stmt.kind, tuple(texts))
-        elif isinstance(stmt, ExitStmt):
+        elif isinstance(stmt, nodes.ExitStmt):
             message = ""
             if stmt.message is not None:
                 message = to_text(self._eval(stmt.message, frame), self.host.decimals)
                 self.host.show("error", (message,))
             raise ScriptExit(stmt.kind, message)
-        elif isinstance(stmt, MacroStmt):
+        elif isinstance(stmt, nodes.MacroStmt):
             self.host.macro([self._macro_key(key, frame) for key in stmt.keys])
-        elif isinstance(stmt, SaveChkInfoStmt):
+        elif isinstance(stmt, nodes.SaveChkInfoStmt):
             self.host.save_chk_info(to_text(self._eval(stmt.expr, frame), self.host.decimals))
-        elif isinstance(stmt, ClearChkInfoStmt):
+        elif isinstance(stmt, nodes.ClearChkInfoStmt):
             self.host.clear_chk_info()
-        elif isinstance(stmt, ForeverStmt):
+        elif isinstance(stmt, nodes.ForeverStmt):
             await self._repeat(stmt.body, frame, lambda: True)
-        elif isinstance(stmt, TryStmt):
+        elif isinstance(stmt, nodes.TryStmt):
             await self._try(stmt, frame)
-        elif isinstance(stmt, DeviceStmt):
+        elif isinstance(stmt, nodes.DeviceStmt):
             await run_device(self, stmt, frame)
-        elif isinstance(stmt, DllCallStmt):
+        elif isinstance(stmt, nodes.DllCallStmt):
             dll_call(self, stmt, frame)
-        elif isinstance(stmt, NetCallStmt):
+        elif isinstance(stmt, nodes.NetCallStmt):
             self._net_call(stmt.call, frame)
-        elif isinstance(stmt, NoOpStmt):
+        elif isinstance(stmt, nodes.NoOpStmt):
             if stmt.name in ("continueoncancel", "exitoncancel"):
                 self.continue_on_cancel = stmt.name == "continueoncancel"
-        elif isinstance(stmt, BadStmt):
+        elif isinstance(stmt, nodes.BadStmt):
             raise _Fail(f"this line did not parse: {stmt.message}")
         else:  # pragma: no cover - the parser builds no other statement
             raise _Fail(f"cannot run {type(stmt).__name__}")
 
-    async def _try(self, stmt: TryStmt, frame: Frame) -> None:
+    async def _try(self, stmt: nodes.TryStmt, frame: Frame) -> None:
         """Simphony's Try: a statement that fails in the body (a .NET exception, a runtime
         error) runs the Catch block instead of ending the event."""
         try:
@@ -381,7 +336,9 @@ class Interpreter:
             self.host.note("warning", f"caught at line {failure.line}: {failure.message}")
             await self._block(stmt.handler, frame)
 
-    async def _repeat(self, body: Sequence[Stmt], frame: Frame, more: Callable[[], bool]) -> None:
+    async def _repeat(
+        self, body: Sequence[nodes.Stmt], frame: Frame, more: Callable[[], bool]
+    ) -> None:
         """While and Forever: the body again while `more()` holds, until a Break."""
         runs = 0
         while more():
@@ -396,7 +353,7 @@ class Interpreter:
             raise _Fail(f"loop ran {runs} times: stopped (loop_limit)")
         return runs + 1
 
-    async def _for(self, stmt: ForStmt, frame: Frame) -> None:
+    async def _for(self, stmt: nodes.ForStmt, frame: Frame) -> None:
         """Bounds and step are evaluated once; with a negative Step the loop counts down."""
         self._assign(stmt.var, self._eval(stmt.start, frame), frame)
         end = to_number(self._eval(stmt.end, frame))
@@ -415,7 +372,7 @@ class Interpreter:
                 return
             self._assign(stmt.var, to_number(self._eval(stmt.var, frame)) + step, frame)
 
-    async def _call(self, stmt: CallStmt, frame: Frame) -> None:
+    async def _call(self, stmt: nodes.CallStmt, frame: Frame) -> None:
         sub = self.script.subs.get(stmt.name.lower())
         if sub is None:
             raise _Fail(f"no sub named {stmt.name}")
@@ -427,7 +384,7 @@ class Interpreter:
             if param.by_ref:
                 local[key] = self._slot(arg, frame)
             else:
-                assert param.type is not None and not isinstance(arg, WholeArray)
+                assert param.type is not None and not isinstance(arg, nodes.WholeArray)
                 cell = Cell(param.name, param.type, param.type.default())
                 self._store(cell, self._eval(arg, frame))
                 local[key] = cell
@@ -437,18 +394,18 @@ class Interpreter:
         finally:
             self._callers.pop()
 
-    async def _run_sub(self, sub: Sub, local: Frame) -> None:
+    async def _run_sub(self, sub: nodes.Sub, local: Frame) -> None:
         with contextlib.suppress(_Return):
             await self._block(sub.body, local)
 
-    def _split(self, stmt: SplitStmt, frame: Frame) -> None:
+    def _split(self, stmt: nodes.SplitStmt, frame: Frame) -> None:
         text = to_text(self._eval(stmt.source, frame), self.host.decimals)
         separator = to_text(self._eval(stmt.separator, frame), self.host.decimals)
         if not separator:
             raise _Fail("Split needs a separator")
         pieces = text.split(separator)
         for position, target in enumerate(stmt.targets):
-            if isinstance(target, WholeArray):
+            if isinstance(target, nodes.WholeArray):
                 array = self._slot(target, frame)
                 assert isinstance(array, ArrayCell)
                 rest = pieces[position:]
@@ -485,7 +442,7 @@ class Interpreter:
         finally:
             self._depth -= 1
 
-    def _read_reply(self, stmt: RxMsgStmt, frame: Frame) -> None:
+    def _read_reply(self, stmt: nodes.RxMsgStmt, frame: Frame) -> None:
         if not self.received:
             raise _Fail("RxMsg before any reply was received")
         fields = self.last_reply or []
@@ -494,7 +451,7 @@ class Interpreter:
         for position, target in enumerate(stmt.targets):
             self._assign(target, fields[position] if position < len(fields) else "", frame)
 
-    async def _input(self, stmt: InputStmt, frame: Frame) -> None:
+    async def _input(self, stmt: nodes.InputStmt, frame: Frame) -> None:
         prompt = to_text(self._eval(stmt.prompt, frame), self.host.decimals)
         answer = self.host.next_input(prompt)
         if answer is None:
@@ -506,8 +463,8 @@ class Interpreter:
             self.input_status = 1
         self._assign(stmt.target, answer, frame)
 
-    def _macro_key(self, key: Expr | MakeKeys, frame: Frame) -> MacroKey:
-        if isinstance(key, MakeKeys):
+    def _macro_key(self, key: nodes.Expr | nodes.MakeKeys, frame: Frame) -> MacroKey:
+        if isinstance(key, nodes.MakeKeys):
             return to_text(self._eval(key.expr, frame), self.host.decimals)
         value = self._eval(key, frame)
         if not isinstance(value, KeyValue):
@@ -519,7 +476,7 @@ class Interpreter:
 
     # ---- variables ---------------------------------------------------------------------------
 
-    def _declare(self, stmt: VarStmt, frame: Frame) -> None:
+    def _declare(self, stmt: nodes.VarStmt, frame: Frame) -> None:
         try:
             for decl in stmt.decls:
                 key = decl.name.lower()
@@ -553,18 +510,18 @@ class Interpreter:
             raise _Fail(f"{name} is not declared here (a declaration not yet run?)")
         return slot
 
-    def _slot(self, ref: Expr | WholeArray, frame: Frame) -> Slot:
+    def _slot(self, ref: nodes.Expr | nodes.WholeArray, frame: Frame) -> Slot:
         """The variable a Ref argument binds to: a cell, an array element, or a whole array."""
-        if isinstance(ref, WholeArray):
+        if isinstance(ref, nodes.WholeArray):
             slot = self._lookup(ref.name, frame)
             if not isinstance(slot, ArrayCell):
                 raise _Fail(f"{ref.name} is not an array")
             return slot
-        if not isinstance(ref, VarRef):
+        if not isinstance(ref, nodes.VarRef):
             raise _Fail("a Ref argument must be a variable")
         return self._cell(ref, frame) if ref.index is not None else self._lookup(ref.name, frame)
 
-    def _cell(self, ref: VarRef, frame: Frame) -> Cell:
+    def _cell(self, ref: nodes.VarRef, frame: Frame) -> Cell:
         slot = self._lookup(ref.name, frame)
         if isinstance(slot, Cell):
             if ref.index is not None:
@@ -587,8 +544,8 @@ class Interpreter:
             )
         cell.value = converted
 
-    def _assign(self, target: Target, value: Value, frame: Frame) -> None:
-        if isinstance(target, SysVar):
+    def _assign(self, target: nodes.Target, value: Value, frame: Frame) -> None:
+        if isinstance(target, nodes.SysVar):
             spec = sysvar_spec(target.name)
             if spec is None or not spec.writable:
                 raise _Fail(f"{target.name} cannot be assigned")
@@ -605,27 +562,27 @@ class Interpreter:
 
     # ---- expressions -------------------------------------------------------------------------
 
-    def _eval(self, expr: Expr, frame: Frame) -> Value:
-        if isinstance(expr, Num):
+    def _eval(self, expr: nodes.Expr, frame: Frame) -> Value:
+        if isinstance(expr, nodes.Num):
             return expr.value
-        if isinstance(expr, Str):
+        if isinstance(expr, nodes.Str):
             return expr.value
-        if isinstance(expr, VarRef):
+        if isinstance(expr, nodes.VarRef):
             return self._cell(expr, frame).value
-        if isinstance(expr, SysVar):
+        if isinstance(expr, nodes.SysVar):
             return self._sysvar(expr, frame)
-        if isinstance(expr, FuncCall):
+        if isinstance(expr, nodes.FuncCall):
             return self._function(expr, frame)
-        if isinstance(expr, NetCall):
+        if isinstance(expr, nodes.NetCall):
             return self._net_call(expr, frame)
-        if isinstance(expr, Unary):
+        if isinstance(expr, nodes.Unary):
             operand = self._eval(expr.operand, frame)
             if expr.op == "not":
                 return 0 if is_true(operand) else 1
             return -self._numeric(operand, "-")
         return self._binary(expr, frame)
 
-    def _sysvar(self, expr: SysVar, frame: Frame) -> Value:
+    def _sysvar(self, expr: nodes.SysVar, frame: Frame) -> Value:
         name = expr.name
         spec = sysvar_spec(name)
         if spec is None:
@@ -656,10 +613,10 @@ class Interpreter:
         except IndexError as error:
             raise _Fail(str(error)) from None
 
-    def _function(self, call: FuncCall, frame: Frame) -> Value:
+    def _function(self, call: nodes.FuncCall, frame: Frame) -> Value:
         if call.name == "arraysize" and len(call.args) == 1:
             arg = call.args[0]
-            if isinstance(arg, VarRef) and arg.index is None:
+            if isinstance(arg, nodes.VarRef) and arg.index is None:
                 slot = self._lookup(arg.name, frame)
                 if not isinstance(slot, ArrayCell):
                     raise _Fail(f"ArraySize: {arg.name} is not an array")
@@ -669,7 +626,7 @@ class Interpreter:
             return int(self.host.devices.file_eof(to_int(args[0])))
         return call_function(call.name, args, self.host.decimals)
 
-    def _net_call(self, call: NetCall, frame: Frame) -> Value:
+    def _net_call(self, call: nodes.NetCall, frame: Frame) -> Value:
         args = [self._eval(arg, frame) for arg in call.args]
         result = self.host.devices.net_call(call.name, args)
         self.host.note("net", f"{call.name}({len(args)} argument(s))")
@@ -681,7 +638,7 @@ class Interpreter:
             raise _Fail(f"{op!r} needs numbers, got {value!r}")
         return value
 
-    def _binary(self, expr: Binary, frame: Frame) -> Value:
+    def _binary(self, expr: nodes.Binary, frame: Frame) -> Value:
         op = expr.op
         left = self._eval(expr.left, frame)
         if op in ("and", "or"):
@@ -738,11 +695,9 @@ class Interpreter:
 
 def call_function(name: str, args: list[Value], decimals: int) -> Value:
     """The ISL functions, by lower-case name; a name ISL does not know fails."""
-    arity = FUNCTIONS.get(name)
-    if arity is None:
-        raise _Fail(f"unknown function {name!r}")
-    if not arity[0] <= len(args) <= arity[1]:
-        raise _Fail(f"{name} takes {arity[0]} argument(s), got {len(args)}")
+    problem = call_problem(name, len(args))
+    if problem is not None:
+        raise _Fail(problem)
     if name == "len":
         return len(to_text(args[0], decimals))
     if name == "trim":

@@ -102,6 +102,13 @@ class Word:
 
 
 @dataclass(frozen=True, slots=True)
+class _Statement:
+    """What every statement carries: the line it starts on."""
+
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
 class Decl:
     name: str
     type: IslType
@@ -110,29 +117,25 @@ class Decl:
 
 
 @dataclass(frozen=True, slots=True)
-class VarStmt:
-    line: int
+class VarStmt(_Statement):
     decls: tuple[Decl, ...]
     const: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class Assign:
-    line: int
+class Assign(_Statement):
     target: Target
     expr: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class IfStmt:
-    line: int
+class IfStmt(_Statement):
     branches: tuple[tuple[Expr, tuple[Stmt, ...]], ...]
     otherwise: tuple[Stmt, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class ForStmt:
-    line: int
+class ForStmt(_Statement):
     var: VarRef
     start: Expr
     end: Expr
@@ -141,42 +144,38 @@ class ForStmt:
 
 
 @dataclass(frozen=True, slots=True)
-class ForeverStmt:
+class ForeverStmt(_Statement):
     """`Forever` ... `EndFor`: loops until Break or an exit."""
 
-    line: int
     body: tuple[Stmt, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class TryStmt:
+class TryStmt(_Statement):
     """Simphony's `Try` ... `Catch` ... `EndTry`: a failure in the body runs the handler."""
 
-    line: int
     body: tuple[Stmt, ...]
     handler: tuple[Stmt, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class WhileStmt:
-    line: int
+class WhileStmt(_Statement):
     cond: Expr
     body: tuple[Stmt, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class BreakStmt:
-    line: int
+class BreakStmt(_Statement):
+    """`Break`: leaves the innermost For, Forever or While."""
 
 
 @dataclass(frozen=True, slots=True)
-class ReturnStmt:
-    line: int
+class ReturnStmt(_Statement):
+    """`Return`: leaves the sub (in an event, ends the event)."""
 
 
 @dataclass(frozen=True, slots=True)
-class CallStmt:
-    line: int
+class CallStmt(_Statement):
     name: str
     args: tuple[Expr | WholeArray, ...]
 
@@ -188,70 +187,61 @@ class FormatItem:
 
 
 @dataclass(frozen=True, slots=True)
-class FormatStmt:
-    line: int
+class FormatStmt(_Statement):
     target: Target
     items: tuple[FormatItem, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class SplitStmt:
-    line: int
+class SplitStmt(_Statement):
     source: Expr
     separator: Expr
     targets: tuple[Target | WholeArray, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class CaseStmt:
+class CaseStmt(_Statement):
     """`UpperCase var` / `LowerCase var`: change the variable in place."""
 
-    line: int
     target: Target
     upper: bool
 
 
 @dataclass(frozen=True, slots=True)
-class TxMsgStmt:
-    line: int
+class TxMsgStmt(_Statement):
     args: tuple[Expr, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class GetRxMsgStmt:
-    line: int
+class GetRxMsgStmt(_Statement):
     prompt: Expr | None
 
 
 @dataclass(frozen=True, slots=True)
-class WaitForRxMsgStmt:
-    line: int
+class WaitForRxMsgStmt(_Statement):
+    """`WaitForRxMsg`: runs the reply's `event rxmsg` before the next statement."""
 
 
 @dataclass(frozen=True, slots=True)
-class RxMsgStmt:
-    line: int
+class RxMsgStmt(_Statement):
     targets: tuple[Target, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class InputStmt:
-    line: int
+class InputStmt(_Statement):
     target: Target
     prompt: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class MessageStmt:
-    line: int
+class MessageStmt(_Statement):
     kind: str  # "info" | "error" | "prompt"
     args: tuple[Expr, ...]
     specs: tuple[tuple[str, bool, int] | None, ...] = ()  # a {spec} after an argument
 
 
 @dataclass(frozen=True, slots=True)
-class ExitStmt:
-    line: int
+class ExitStmt(_Statement):
     kind: str  # "ExitCancel" | "ExitContinue" | "ExitWithError"
     message: Expr | None = None
 
@@ -262,65 +252,58 @@ class MakeKeys:
 
 
 @dataclass(frozen=True, slots=True)
-class MacroStmt:
-    line: int
+class MacroStmt(_Statement):
     keys: tuple[Expr | MakeKeys, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class SaveChkInfoStmt:
-    line: int
+class SaveChkInfoStmt(_Statement):
     expr: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class ClearChkInfoStmt:
-    line: int
+class ClearChkInfoStmt(_Statement):
+    """`ClearChkInfo`: empties the check's information lines."""
 
 
 DeviceArg = Expr | WholeArray | FormatItem | FieldArg | Word
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceStmt:
+class DeviceStmt(_Statement):
     """A statement that talks to the workstation around the script: windows and displays, the
     touchscreen, files, printing, DLL handles, sleeps and beeps. `name` is lower case."""
 
-    line: int
     name: str
     args: tuple[DeviceArg, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class DllCallStmt:
+class DllCallStmt(_Statement):
     """`DLLCall[_CDecl|_StdCall] handle, Function(args)`; `ref` arguments may be written back."""
 
-    line: int
     handle: Target
     function: str
     args: tuple[Expr | RefArg, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class NetCallStmt:
-    line: int
+class NetCallStmt(_Statement):
     call: NetCall
 
 
 @dataclass(frozen=True, slots=True)
-class NoOpStmt:
+class NoOpStmt(_Statement):
     """A statement with no effect islrun can show (a directive written inside an event ...)."""
 
-    line: int
     name: str
 
 
 @dataclass(frozen=True, slots=True)
-class BadStmt:
+class BadStmt(_Statement):
     """A line that did not parse; kept so the rest of the file loads (`--check` goes on after
     it). Running it is an error."""
 
-    line: int
     col: int
     message: str
 

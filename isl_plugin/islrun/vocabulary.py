@@ -94,3 +94,14 @@ STATEMENT_WORDS = {
 }  # fmt: skip
 # A name ISL uses for itself may not name a variable, a parameter or a sub.
 RESERVED = STATEMENT_WORDS | DIRECTIVES | set(DEVICE_SHAPES) | DLL_CALLS
+
+
+def call_problem(name: str, count: int) -> str | None:
+    """What is wrong with calling function `name` (lower case) with `count` arguments, if
+    anything: the linter warns with it, the interpreter fails with it."""
+    arity = FUNCTIONS.get(name)
+    if arity is None:
+        return f"unknown function {name!r}"
+    if not arity[0] <= count <= arity[1]:
+        return f"{name} takes {arity[0]} argument(s), got {count}"
+    return None
