@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 
 from isl_plugin.islrun.interpreter import NothingSent
 from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.register import chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +40,16 @@ class Link(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(eq=False)
 class SimLink:
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        source_id: bytes,
-        encoding: str = "cp1252",
-        connect_timeout_s: float = 2.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.source_id = source_id
-        self.encoding = encoding
-        self.connect_timeout_s = connect_timeout_s
+    host: str
+    port: int
+    _: KW_ONLY
+    source_id: bytes
+    encoding: str = "cp1252"
+    connect_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
         self.events: list[LinkEvent] = []
         self.seq = 0
         self._writer: asyncio.StreamWriter | None = None
@@ -126,16 +122,7 @@ class SimLink:
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameDecoder(encoding=self.encoding)
-        while True:
-            try:
-                data = await reader.read(65536)
-            except (ConnectionError, OSError):
-                data = b""
-            if not data:
-                if self._writer is writer:
-                    self.events.append(LinkEvent("down", "the gateway closed the connection"))
-                    self._lost()
-                return
+        async for data in chunks(reader):
             for item in decoder.feed(data):
                 if not isinstance(item, Frame):
                     self.events.append(LinkEvent("bad", f"{item.reason}: {item.message}"))
@@ -153,6 +140,9 @@ class SimLink:
                     future.set_result(list(item.fields))
                 else:
                     self.events.append(LinkEvent("late", text, raw))
+        if self._writer is writer:
+            self.events.append(LinkEvent("down", "the gateway closed the connection"))
+            self._lost()
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None

@@ -5,9 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from pos_adapters.sim.codec import Frame, FrameDecoder, encode_frame
+
+
+async def chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """What the peer sends, until it closes or the connection fails: a register sees both
+    as the end of the stream."""
+    while True:
+        try:
+            data = await reader.read(65536)
+        except OSError:  # ConnectionError among them
+            return
+        if not data:
+            return
+        yield data
 
 
 class RegisterTimeout(Exception):
@@ -66,16 +79,7 @@ class RegisterConnection:
             self._waiting.pop(key, None)
 
     async def _read_replies(self) -> None:
-        while True:
-            try:
-                data = await self._reader.read(65536)
-            except ConnectionError:
-                data = b""
-            if not data:
-                for waiting in self._waiting.values():
-                    if not waiting.done():
-                        waiting.set_exception(ConnectionError("gateway closed the connection"))
-                return
+        async for data in chunks(self._reader):
             for item in self._decoder.feed(data):
                 if isinstance(item, Frame):
                     future = self._waiting.get((item.source_id, item.seq))
@@ -83,6 +87,9 @@ class RegisterConnection:
                         future.set_result(item)
                         continue
                 self.unmatched.append(item)
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(ConnectionError("gateway closed the connection"))
 
 
 class Workstation:

@@ -26,6 +26,7 @@ from waiting import cancelled
 
 from pos_adapters.mqtt import Topics, fields_of_reply, request_body
 from pos_adapters.sim.codec import ACK, EOT, NAK, Frame, FrameDecoder, encode_frame
+from pos_adapters.sim.register import chunks
 from pos_adapters.sim.session import PIPE, ReplyStyle
 
 ANSWER_WITHIN_S = 5.0
@@ -122,16 +123,7 @@ class SimRegister(_Pumped):
         self._writer.transport.abort()
 
     async def _read(self, reader: asyncio.StreamReader, decoder: FrameDecoder) -> None:
-        while True:
-            try:
-                data = await reader.read(65536)
-            except (ConnectionError, OSError):
-                data = b""
-            if not data:
-                for pending in self._waiting.values():
-                    if not pending.done():
-                        pending.set_exception(ConnectionError("the gateway's end closed"))
-                return
+        async for data in chunks(reader):
             self.received += data
             # ACK and NAK are control bytes, so they can never be part of a frame.
             self.controls += [byte for byte in data if byte in (ACK, NAK)]
@@ -143,6 +135,9 @@ class SimRegister(_Pumped):
                     self.unmatched.append(item)
             self._changed.set()
             self._changed = asyncio.Event()
+        for pending in self._waiting.values():
+            if not pending.done():
+                pending.set_exception(ConnectionError("the gateway's end closed"))
 
     async def wait_controls(self, count: int) -> list[int]:
         """The first `count` ACK/NAK bytes, once that many have arrived."""
