@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -34,6 +35,7 @@ __all__ = [
     "FrameDecoder",
     "FrameError",
     "FrameReason",
+    "StreamStats",
     "checksum",
     "clean_field",
     "encode_frame",
@@ -285,6 +287,21 @@ class FrameDecoder:
                 stats.errors[result.reason] = stats.errors.get(result.reason, 0) + 1
             out.append(result)
         return out
+
+
+@dataclass
+class StreamStats:
+    """What a transport counts of the byte stream it decodes (the TCP server over all its
+    connections, one serial line); the admin metrics sum them per adapter."""
+
+    frame_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
+    dropped_bytes: int = 0
+    partial_timeouts: int = 0  # frames begun but not finished within the read timeout
+
+    def partial_timeout(self, decoder: FrameDecoder) -> None:
+        """A frame began but never finished: drop it (the connection or line stays)."""
+        self.partial_timeouts += 1
+        self.dropped_bytes += decoder.reset()
 
 
 def _too_large(head: bytes, max_frame: int) -> FrameError | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -28,7 +27,7 @@ import serial_asyncio_fast
 import structlog
 
 from gateway.links import Link, LinkEvents
-from pos_adapters.sim.codec import ACK, DEFAULT_MAX_FRAME, NAK, Frame, FrameDecoder
+from pos_adapters.sim.codec import ACK, DEFAULT_MAX_FRAME, NAK, Frame, FrameDecoder, StreamStats
 from pos_adapters.sim.session import SimResponder
 
 log = structlog.get_logger("pos_adapters.sim.serial")
@@ -57,14 +56,22 @@ class LineSettings:
     bytesize: int = 8  # 5..8
 
 
+@dataclass(frozen=True, slots=True)
+class LineOptions:
+    """What every line of the adapter shares: the frame limit, how long a begun frame may take
+    to finish, and the backoff between attempts to reopen a lost port."""
+
+    max_frame: int = DEFAULT_MAX_FRAME
+    read_timeout_s: float = 30.0
+    reopen_first_s: float = REOPEN_FIRST_S
+    reopen_max_s: float = REOPEN_MAX_S
+
+
 @dataclass
-class LineStats:
+class LineStats(StreamStats):
     frames: int = 0
     acks: int = 0
     naks: int = 0
-    dropped_bytes: int = 0
-    frame_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
-    partial_timeouts: int = 0
     opens: int = 0
     failed_opens: int = 0
     link: Link = field(kw_only=True, repr=False)  # the line's availability
@@ -84,7 +91,9 @@ class _LineProtocol(asyncio.Protocol):
     def __init__(self, line: SerialLine) -> None:
         self.line = line
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(encoding=line.responder.encoding, max_frame=line.max_frame)
+        self.decoder = FrameDecoder(
+            encoding=line.responder.encoding, max_frame=line.options.max_frame
+        )
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.partial_timer: asyncio.TimerHandle | None = None
 
@@ -107,21 +116,11 @@ class SerialLine:
     """One port: opens it, answers what arrives on it, and reopens it when it goes."""
 
     def __init__(
-        self,
-        settings: LineSettings,
-        responder: SimResponder,
-        *,
-        max_frame: int = DEFAULT_MAX_FRAME,
-        read_timeout_s: float = 30.0,
-        reopen_first_s: float = REOPEN_FIRST_S,
-        reopen_max_s: float = REOPEN_MAX_S,
+        self, settings: LineSettings, responder: SimResponder, options: LineOptions
     ) -> None:
         self.settings = settings
         self.responder = responder
-        self.max_frame = max_frame
-        self.read_timeout_s = read_timeout_s
-        self.reopen_first_s = reopen_first_s
-        self.reopen_max_s = reopen_max_s
+        self.options = options
         self.link = Link(
             log,
             LinkEvents(
@@ -183,7 +182,7 @@ class SerialLine:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        delay = self.reopen_first_s
+        delay = self.options.reopen_first_s
         while True:
             try:
                 protocol = await self._open()
@@ -194,17 +193,17 @@ class SerialLine:
                 self.stats.failed_opens += 1
                 self._failed(error)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reopen_max_s)
+                delay = min(delay * 2, self.options.reopen_max_s)
                 continue
             opened_at = loop.time()
             self._opened()
             lost = await asyncio.shield(protocol.closed)  # stop() still waits on it
             self._protocol = None
             if loop.time() - opened_at >= STABLE_S:
-                delay = self.reopen_first_s
+                delay = self.options.reopen_first_s
             self._failed(lost or ConnectionError("port closed"))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.reopen_max_s)
+            delay = min(delay * 2, self.options.reopen_max_s)
 
     async def _open(self) -> _LineProtocol:
         s = self.settings
@@ -267,13 +266,12 @@ class SerialLine:
             if protocol.partial_timer is not None:
                 protocol.partial_timer.cancel()
             protocol.partial_timer = asyncio.get_running_loop().call_later(
-                self.read_timeout_s, self._partial_timeout, protocol
+                self.options.read_timeout_s, self._partial_timeout, protocol
             )
 
     def _partial_timeout(self, protocol: _LineProtocol) -> None:
         protocol.partial_timer = None
-        self.stats.partial_timeouts += 1
-        self.stats.dropped_bytes += protocol.decoder.reset()
+        self.stats.partial_timeout(protocol.decoder)
         self._pulse()
 
     def _answer(self, frame: Frame, transport: asyncio.Transport) -> None:
@@ -301,17 +299,13 @@ class SerialAdapter:
         reopen_max_s: float = REOPEN_MAX_S,
     ) -> None:
         self.responder = responder
-        self.lines = [
-            SerialLine(
-                settings,
-                responder,
-                max_frame=max_frame,
-                read_timeout_s=read_timeout_s,
-                reopen_first_s=reopen_first_s,
-                reopen_max_s=reopen_max_s,
-            )
-            for settings in lines
-        ]
+        options = LineOptions(
+            max_frame=max_frame,
+            read_timeout_s=read_timeout_s,
+            reopen_first_s=reopen_first_s,
+            reopen_max_s=reopen_max_s,
+        )
+        self.lines = [SerialLine(settings, responder, options) for settings in lines]
 
     def line(self, device: str) -> SerialLine:
         return next(line for line in self.lines if line.device == device)

@@ -36,7 +36,7 @@ from typing import Literal, cast
 
 import structlog
 
-from pos_adapters.sim.codec import Frame, FrameDecoder
+from pos_adapters.sim.codec import Frame, FrameDecoder, StreamStats
 from pos_adapters.sim.session import SimResponder
 from pos_adapters.sim.sockets import (
     AcceptFailureLog,
@@ -68,15 +68,12 @@ OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno
 
 
 @dataclass
-class TcpStats:
+class TcpStats(StreamStats):
     accepted: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # reason -> count
     evicted: Counter[str] = field(default_factory=Counter)  # peer_cap | total_cap | descriptors
     open_connections: int = 0
     max_connections: int = MAX_CONNECTIONS  # in force: sim.max_connections, or less (fd limit)
-    dropped_bytes: int = 0
-    frame_errors: Counter[str] = field(default_factory=Counter)
-    partial_timeouts: int = 0
     idle_closes: int = 0
     accept_failures: int = 0  # accept() out of descriptors (EMFILE, ENFILE ...)
 
@@ -243,9 +240,7 @@ class _Connection(asyncio.Protocol):
         if due - self.loop.time() > 0.01:
             self._partial_timer = self.loop.call_at(due, self._partial_due)
             return
-        # A frame began but never finished: drop it, keep the connection.
-        self.server.stats.partial_timeouts += 1
-        self.server.stats.dropped_bytes += self.decoder.reset()
+        self.server.stats.partial_timeout(self.decoder)
         self.partial_since = None
 
     def stop_reading(self) -> None:
