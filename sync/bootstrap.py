@@ -24,15 +24,15 @@ import itertools
 import json
 import os
 import random
-import sys
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.store.datadir import lock_exclusive
 from sync.client import CentralClient, CentralRefused, CentralUnavailable, NoSnapshot
 
 if TYPE_CHECKING:
@@ -168,35 +168,36 @@ def _fsync(path: Path) -> None:
         os.fsync(file.fileno())
 
 
+@dataclass(eq=False)
 class SnapshotDownload:
     """The snapshot's files in one data directory, and the download that fills them.
 
     `stats` is the refresher's (bytes downloaded, downloads resumed and started over, central
-    without a snapshot, jitter waited). `random` and `sleep` are the jitter's; tests pass their own.
+    without a snapshot, jitter waited). `jitter_s` is the most a daemon's first download waits;
+    `random` and `sleep` are that wait's (tests pass their own).
     """
 
-    def __init__(
-        self,
-        client: CentralClient,
-        data_dir: Path,
-        stats: RefresherStats,
-        *,
-        jitter_s: float = BOOTSTRAP_JITTER_S,
-        random: Callable[[], float] = random.random,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.client = client
-        self.data_dir = data_dir
-        self.stats = stats
-        self.jitter_s = jitter_s
-        self._random = random
-        self._sleep = sleep
-        self._jittered = False
-        self.partial = data_dir / PARTIAL
-        self.complete = data_dir / COMPLETE
-        self.meta = data_dir / META
-        self._lock_path = data_dir / LOCK
-        self._said_none = False
+    client: CentralClient
+    data_dir: Path
+    stats: RefresherStats
+    _: KW_ONLY
+    jitter_s: float = BOOTSTRAP_JITTER_S
+    random: Callable[[], float] = random.random
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _jittered: bool = field(default=False, init=False)
+    _said_none: bool = field(default=False, init=False)  # "central offers none" is logged once
+
+    @property
+    def partial(self) -> Path:
+        return self.data_dir / PARTIAL
+
+    @property
+    def complete(self) -> Path:
+        return self.data_dir / COMPLETE
+
+    @property
+    def meta(self) -> Path:
+        return self.data_dir / META
 
     def leftovers(self) -> bool:
         return any(p.exists() for p in (self.partial, self.complete, self.meta))
@@ -211,10 +212,10 @@ class SnapshotDownload:
     def locked(self) -> Iterator[bool]:
         """True while this process alone works on the files; False when another holds them."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        handle = self._lock_path.open("a+b")
+        handle = (self.data_dir / LOCK).open("a+b")
         try:
             try:
-                _lock(handle)
+                lock_exclusive(handle)
             except OSError:
                 yield False
                 return
@@ -264,11 +265,11 @@ class SnapshotDownload:
             return
         if not await self.client.snapshot_offered():
             raise NoSnapshot(404, "NOT_FOUND", "central offers no snapshot")
-        delay = self._random() * self.jitter_s
+        delay = self.random() * self.jitter_s
         self._jittered = True
         self.stats.bootstrap_jitter_s = delay
         log.info("snapshot_bootstrap_jitter", wait_s=round(delay, 3), of_s=self.jitter_s)
-        await self._sleep(delay)
+        await self.sleep(delay)
 
     async def _download(self) -> None:
         """Into `snapshot.partial`, resuming what is there; `snapshot.gz` once whole."""
@@ -331,17 +332,3 @@ class SnapshotDownload:
         if expected is not None and got > expected:
             self.discard()
             raise CentralUnavailable(f"snapshot download ran past its size ({got} > {expected})")
-
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _lock(handle: IO[bytes]) -> None:
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock(handle: IO[bytes]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

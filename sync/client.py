@@ -297,13 +297,8 @@ class CentralClient:
 
     @property
     def outages(self) -> int:
-        """Times central went away (each logged once) ..."""
+        """Times central went away (each logged once); the link counts the rest."""
         return self.link.outages
-
-    @property
-    def recoveries(self) -> int:
-        """... and came back (each logged once)."""
-        return self.link.recoveries
 
     async def __aenter__(self) -> CentralClient:
         return self

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import structlog
 from tenacity import (
@@ -100,28 +100,29 @@ class _WaitForCentral:
         return delay
 
 
+@dataclass(eq=False)
 class Forwarder:
-    """Run with `await forwarder.run()` (forever); `wake()` when new events are committed."""
+    """Run with `await forwarder.run()` (forever); `wake()` when new events are committed.
 
-    def __init__(
-        self,
-        store: Store,
-        client: CentralClient,
-        *,
-        batch_size: int = 500,
-        max_bytes: int = MAX_BATCH_BYTES,
-        backoff_ceiling_s: float = 60.0,
-        window: int = 2,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.store = store
-        self.client = client
-        self.batch_size = batch_size
-        self.max_bytes = max_bytes
-        self.backoff_ceiling_s = backoff_ceiling_s
-        self.window = window
-        self.stats = ForwarderStats()
+    A batch holds at most `batch_size` events and `max_bytes` bytes, `window` batches are in
+    flight at once, and the backoff between a batch's attempts grows to `backoff_ceiling_s`
+    (central's Retry-After may ask for longer). The backoff and a drain's deadline run on
+    `clock` and wait with `sleep` (tests pass their own)."""
+
+    store: Store
+    client: CentralClient
+    _: KW_ONLY
+    batch_size: int = 500
+    max_bytes: int = MAX_BATCH_BYTES
+    backoff_ceiling_s: float = 60.0
+    window: int = 2
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    stats: ForwarderStats = field(default_factory=ForwarderStats, init=False)
+    link: Link = field(init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    def __post_init__(self) -> None:
         # Down while central refuses whole batches (not while it is away: the client's link
         # says that), up again at the next delivered batch.
         self.link = Link(
@@ -129,11 +130,8 @@ class Forwarder:
             LinkEvents(
                 down="central_refuses_batches", up="central_accepts_batches", down_level="error"
             ),
-            clock=clock,
+            clock=self.clock,
         )
-        self._clock = clock  # the backoff and a drain's deadline run on it ...
-        self._sleep = sleep  # ... and wait with it (tests pass their own)
-        self._wake = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
@@ -158,14 +156,14 @@ class Forwarder:
         if within_s is None:
             await self._pump()
             return
-        deadline = self._clock() + within_s
+        deadline = self.clock() + within_s
         last_error: str | None = None
         try:
             await self._pump(deadline)
         except _OutOfTime as stopped:
             last_error = str(stopped)
         waiting, _ = await self.store.outbox_depth()
-        if waiting and (last_error is not None or self._clock() >= deadline):
+        if waiting and (last_error is not None or self.clock() >= deadline):
             raise DrainStopped(within_s, waiting, last_error)
 
     async def _pump(self, deadline: float | None = None) -> None:
@@ -176,7 +174,7 @@ class Forwarder:
         try:
             while True:
                 while len(in_flight) < self.window:
-                    if deadline is not None and self._clock() >= deadline:
+                    if deadline is not None and self.clock() >= deadline:
                         break
                     batch = await self.store.next_batch(
                         self.batch_size, self.max_bytes, in_flight=list(in_flight)
@@ -243,9 +241,9 @@ class Forwarder:
         """Retried until central answers, or until the `deadline` (then `_OutOfTime`)."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(_worth_retrying),
-            wait=_WaitForCentral(self.backoff_ceiling_s, deadline, self._clock),
-            stop=lambda _: deadline is not None and self._clock() >= deadline,
-            sleep=self._sleep,
+            wait=_WaitForCentral(self.backoff_ceiling_s, deadline, self.clock),
+            stop=lambda _: deadline is not None and self.clock() >= deadline,
+            sleep=self.sleep,
             after=self._count_failure,  # every failed attempt that is worth another
         )
         try:

@@ -63,7 +63,7 @@ async def test_central_down_for_the_whole_run_then_up_every_check_arrives_once(
                 assert (await station.request("PING"))[1] == "ONLINE"
                 # Many retries while central was away, but one outage: logged once, and once
                 # recovered.
-                assert (client.outages, client.recoveries) == (1, 1)
+                assert (client.link.outages, client.link.recoveries) == (1, 1)
             finally:
                 await admin.aclose()
     finally:

@@ -268,7 +268,7 @@ async def test_any_answer_counts_as_central_being_there_and_an_outage_is_logged_
             )
             await client.changes("", 10)
             assert client.state() == "ONLINE"
-            assert (client.outages, client.recoveries) == (1, 1)
+            assert (client.link.outages, client.link.recoveries) == (1, 1)
     (down,) = gateway_log.events("central_unreachable")
     assert down["level"] == "warning" and down["url"] == "http://127.0.0.1:9"
     assert down["error"] == "ConnectError: All connection attempts failed"

@@ -12,7 +12,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
 
 DATABASE = "gateway.db"
 MARKER = "gateway.store.json"  # written at a store's first start: this directory holds a store
@@ -124,7 +129,7 @@ class DataDirLock:
         except PermissionError as error:
             raise DataDirProblem(describe_unwritable(self.path.parent, str(error))) from None
         try:
-            _lock(handle)
+            lock_exclusive(handle)
         except OSError:
             handle.seek(0)
             text = handle.read().strip()
@@ -151,18 +156,15 @@ class DataDirLock:
             self._handle = None
 
 
-if sys.platform == "win32":
-    import msvcrt
-
-    def _lock(handle: IO[str]) -> None:
-        # Windows locks are mandatory: lock a byte past the pid, so the next gateway can read it.
+def lock_exclusive(handle: IO[Any]) -> None:
+    """Hold `handle`'s file for this process alone, or raise OSError at once when another
+    process holds it. Closing the file (or the process ending) drops the lock."""
+    if sys.platform == "win32":
+        # Windows locks are mandatory: lock a byte past what the file holds (the data
+        # directory's lock names a pid), so that the next process can still read it.
         handle.seek(4096)
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock(handle: IO[str]) -> None:
+    else:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
