@@ -246,18 +246,26 @@ class Central:
         store = request.query_params.get("store") or None
         return JSONResponse({"checks": await self.run(lambda db: db.checks(store))})
 
+    async def _record(self, kind: str, key: str, job: Callable[[Ledger], T | None]) -> T:
+        """What `job` found of the record `key`; a 404 when central has no such record."""
+        found = await self.run(job)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"no {kind} {key!r}")
+        return found
+
+    async def _delete(self, kind: str, key: str, job: Callable[[Ledger], bool]) -> Response:
+        """Delete the record `key` (`job` is False when there was none: a 404)."""
+        await self._record(kind, key, lambda db: job(db) or None)
+        return JSONResponse({"deleted": key})
+
     async def admin_member(self, request: Request) -> Response:
         member_id = request.path_params["member_id"]
-        view = await self.run(lambda db: db.member_view(member_id))
-        if view is None:
-            raise ApiError(404, "NOT_FOUND", f"no member {member_id!r}")
+        view = await self._record("member", member_id, lambda db: db.member_view(member_id))
         return JSONResponse({**view["record"], "tickets": view["tickets"]})
 
     async def admin_delete_member(self, request: Request) -> Response:
         member_id = request.path_params["member_id"]
-        if not await self.run(lambda db: db.delete_member(member_id)):
-            raise ApiError(404, "NOT_FOUND", f"no member {member_id!r}")
-        return JSONResponse({"deleted": member_id})
+        return await self._delete("member", member_id, lambda db: db.delete_member(member_id))
 
     async def admin_upsert_members(self, request: Request) -> Response:
         body = await read_json(request, 1024 * MIB)
@@ -265,10 +273,7 @@ class Central:
 
     async def admin_coupon(self, request: Request) -> Response:
         code = request.path_params["code"]
-        view = await self.run(lambda db: db.coupon_view(code))
-        if view is None:
-            raise ApiError(404, "NOT_FOUND", f"no coupon {code!r}")
-        return JSONResponse(view)
+        return JSONResponse(await self._record("coupon", code, lambda db: db.coupon_view(code)))
 
     async def admin_upsert_coupons(self, request: Request) -> Response:
         body = await read_json(request, 256 * MIB)
@@ -276,9 +281,7 @@ class Central:
 
     async def admin_delete_coupon(self, request: Request) -> Response:
         code = request.path_params["code"]
-        if not await self.run(lambda db: db.delete_coupon(code)):
-            raise ApiError(404, "NOT_FOUND", f"no coupon {code!r}")
-        return JSONResponse({"deleted": code})
+        return await self._delete("coupon", code, lambda db: db.delete_coupon(code))
 
     async def admin_rules(self, request: Request) -> Response:
         body = await read_json(request, 16 * MIB)
@@ -410,36 +413,36 @@ def create_app(config: ReferenceConfig, *, link: ProxyLink | None = None) -> Sta
 
 
 def build_app(central: Central) -> Starlette:
-    api, admin = central.api, central.admin
-    routes = [
-        Route("/v1/stores/{store}/events", api(central.post_events), methods=["POST"]),
-        Route("/v1/stores/{store}/changes", api(central.get_changes), methods=["GET"]),
-        Route("/v1/stores/{store}/snapshot", api(central.get_snapshot), methods=["GET"]),
-        Route("/v1/coupons/{code}/authorizations", api(central.authorize), methods=["POST"]),
-        Route("/v1/stores/{store}/catalog", api(central.put_catalog), methods=["PUT"]),
-        Route("/v1/stores/{store}/heartbeat", api(central.heartbeat), methods=["POST"]),
-        Route("/_admin/stats", admin(central.admin_stats), methods=["GET"]),
-        Route("/_admin/checks", admin(central.admin_checks), methods=["GET"]),
-        Route("/_admin/members", admin(central.admin_upsert_members), methods=["POST"]),
-        Route("/_admin/members/{member_id}", admin(central.admin_member), methods=["GET"]),
-        Route(
-            "/_admin/members/{member_id}", admin(central.admin_delete_member), methods=["DELETE"]
-        ),
-        Route("/_admin/coupons", admin(central.admin_upsert_coupons), methods=["POST"]),
-        Route("/_admin/coupons/{code}", admin(central.admin_coupon), methods=["GET"]),
-        Route("/_admin/coupons/{code}", admin(central.admin_delete_coupon), methods=["DELETE"]),
-        Route("/_admin/rules", admin(central.admin_rules), methods=["PUT"]),
-        Route("/_admin/snapshot", admin(central.admin_build_snapshot), methods=["POST"]),
-        Route("/_admin/faults", admin(central.admin_get_faults), methods=["GET"]),
-        Route("/_admin/faults", admin(central.admin_put_faults), methods=["PUT"]),
-        Route("/_admin/fleet", admin(central.admin_fleet), methods=["GET"]),
-        Route("/_admin/fleet/page", admin(central.admin_fleet_page, page=True), methods=["GET"]),
-        Route(
-            "/_admin/programs/{program}/{action}",
-            admin(central.admin_switch_program),
-            methods=["POST"],
-        ),
-    ]
+    # Each table's routes are behind its guard: a new route cannot miss the one it needs.
+    api: dict[tuple[str, str], Handler] = {  # the contract
+        ("POST", "/v1/stores/{store}/events"): central.post_events,
+        ("GET", "/v1/stores/{store}/changes"): central.get_changes,
+        ("GET", "/v1/stores/{store}/snapshot"): central.get_snapshot,
+        ("POST", "/v1/coupons/{code}/authorizations"): central.authorize,
+        ("PUT", "/v1/stores/{store}/catalog"): central.put_catalog,
+        ("POST", "/v1/stores/{store}/heartbeat"): central.heartbeat,
+    }
+    admin: dict[tuple[str, str], Handler] = {  # loopback only, no web page
+        ("GET", "/_admin/stats"): central.admin_stats,
+        ("GET", "/_admin/checks"): central.admin_checks,
+        ("POST", "/_admin/members"): central.admin_upsert_members,
+        ("GET", "/_admin/members/{member_id}"): central.admin_member,
+        ("DELETE", "/_admin/members/{member_id}"): central.admin_delete_member,
+        ("POST", "/_admin/coupons"): central.admin_upsert_coupons,
+        ("GET", "/_admin/coupons/{code}"): central.admin_coupon,
+        ("DELETE", "/_admin/coupons/{code}"): central.admin_delete_coupon,
+        ("PUT", "/_admin/rules"): central.admin_rules,
+        ("POST", "/_admin/snapshot"): central.admin_build_snapshot,
+        ("GET", "/_admin/faults"): central.admin_get_faults,
+        ("PUT", "/_admin/faults"): central.admin_put_faults,
+        ("GET", "/_admin/fleet"): central.admin_fleet,
+        ("POST", "/_admin/programs/{program}/{action}"): central.admin_switch_program,
+    }
+    routes = [Route(path, central.api(h), methods=[m]) for (m, path), h in api.items()]
+    routes += [Route(path, central.admin(h), methods=[m]) for (m, path), h in admin.items()]
+    # The one web page behind the admin guard.
+    page = central.admin(central.admin_fleet_page, page=True)
+    routes.append(Route("/_admin/fleet/page", page, methods=["GET"]))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

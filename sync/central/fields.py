@@ -86,29 +86,25 @@ class Fields:
         return self.data[name]
 
     def text(self, name: str, *, nullable: bool = False, optional: bool = False) -> str | None:
-        value = self.raw(name, optional)
-        if value is None and (nullable or optional):
+        if (nullable or optional) and self.raw(name, optional) is None:
             return None
+        return self.required_text(name)
+
+    def required_text(self, name: str) -> str:
+        value = self.raw(name, False)
         if not isinstance(value, str) or not value:
             raise Invalid(self.prefix + name, "must be a non-empty string")
         return value
 
-    def required_text(self, name: str) -> str:
-        value = self.text(name)
-        assert value is not None
-        return value
-
     def integer(self, name: str, *, optional: bool = False) -> int | None:
-        value = self.raw(name, optional)
-        if value is None and optional:
+        if optional and self.raw(name, True) is None:
             return None
-        if type(value) is not int:
-            raise Invalid(self.prefix + name, "must be an integer")
-        return value
+        return self.required_int(name)
 
     def required_int(self, name: str) -> int:
-        value = self.integer(name)
-        assert value is not None
+        value = self.raw(name, False)
+        if type(value) is not int:
+            raise Invalid(self.prefix + name, "must be an integer")
         return value
 
     def boolean(self, name: str) -> bool:

@@ -68,6 +68,8 @@ _ADD_BALANCE = """UPDATE members SET data = (data::jsonb || jsonb_build_object(
     'points_balance', coalesce((data::jsonb->>'points_balance')::bigint, 0) + ?::bigint,
     'wallet_points', coalesce((data::jsonb->>'wallet_points')::bigint, 0) + ?::bigint,
     'balance_as_of', ?::text))::text WHERE member_id = ?"""
+_SET_CONSENT = """UPDATE members SET data = (data::jsonb || jsonb_build_object(
+    'earn_mode', ?::text, 'lottery_consent', ?::jsonb))::text WHERE member_id = ?"""
 _SYN_ID = "'SYN' || lpad(i::text, 7, '0')"
 
 
@@ -99,6 +101,8 @@ class PostgresLedger(Ledger):
 
     for_update = " FOR UPDATE"
     conn: PgConnection
+    add_balance_sql = _ADD_BALANCE
+    set_consent_sql = _SET_CONSENT
 
     def __init__(self, conn: PgConnection, shared: Shared) -> None:
         super().__init__(conn, shared)
@@ -159,19 +163,6 @@ class PostgresLedger(Ledger):
             "?::text[]) AS f(event_id, type, store_id, status, reason, message, applied_at) "
             "WHERE e.event_id = f.event_id",
             (applied_at, *columns),
-        )
-
-    def add_balances(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
-        if rows:
-            self.conn.executemany(_ADD_BALANCE, rows)
-
-    def set_consent(self, member_id: str, earn_mode: str, consent: bool) -> bool:
-        return bool(
-            self.conn.execute(
-                "UPDATE members SET data = (data::jsonb || jsonb_build_object("
-                "'earn_mode', ?::text, 'lottery_consent', ?::boolean))::text WHERE member_id = ?",
-                (earn_mode, consent, member_id),
-            ).rowcount
         )
 
     def make_members(self, count: int, now: str) -> None:

@@ -7,6 +7,12 @@ changes differently (SQLite: its one writer's `AUTOINCREMENT`; PostgreSQL: a seq
 
 from __future__ import annotations
 
+# The columns that name a check (the key of `checks`), for each table that keeps them side by side.
+_CHECK = """store_id TEXT NOT NULL,
+    business_date TEXT NOT NULL,
+    wsid INTEGER NOT NULL,
+    check_no {big} NOT NULL"""
+
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL){rowid};
 CREATE TABLE IF NOT EXISTS members (
@@ -31,10 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TEXT NOT NULL
 ){rowid};
 CREATE TABLE IF NOT EXISTS checks (
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no {big} NOT NULL,
+    {check},
     event_id TEXT NOT NULL,
     member_id TEXT,
     total TEXT NOT NULL,
@@ -52,10 +55,7 @@ CREATE TABLE IF NOT EXISTS tickets (
 ){rowid};
 CREATE TABLE IF NOT EXISTS redemptions (
     code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no {big} NOT NULL,
+    {check},
     event_id TEXT NOT NULL,
     member_id TEXT,
     authorization_id TEXT,
@@ -65,10 +65,7 @@ CREATE TABLE IF NOT EXISTS redemptions (
 CREATE TABLE IF NOT EXISTS conflicts (
     event_id TEXT PRIMARY KEY,
     code TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    business_date TEXT NOT NULL,
-    wsid INTEGER NOT NULL,
-    check_no {big} NOT NULL,
+    {check},
     at TEXT NOT NULL
 ){rowid};
 CREATE TABLE IF NOT EXISTS authorizations (
@@ -142,4 +139,7 @@ def schema(*, changes: str, big: str, blob: str, bytewise: str = "", rowid: str 
     does already); `rowid`: an option for the tables keyed by text whose rows are small
     (not the snapshot chunks, a MiB each).
     """
-    return _TABLES.format(changes=changes, big=big, blob=blob, bytewise=bytewise, rowid=rowid)
+    check = _CHECK.format(big=big)
+    return _TABLES.format(
+        changes=changes, check=check, big=big, blob=blob, bytewise=bytewise, rowid=rowid
+    )

@@ -44,6 +44,8 @@ _ADD_BALANCE = """UPDATE members SET data = json_set(data,
     '$.points_balance', coalesce(json_extract(data, '$.points_balance'), 0) + ?,
     '$.wallet_points', coalesce(json_extract(data, '$.wallet_points'), 0) + ?,
     '$.balance_as_of', ?) WHERE member_id = ?"""
+_SET_CONSENT = """UPDATE members SET data = json_set(data,
+    '$.earn_mode', ?, '$.lottery_consent', json(?)) WHERE member_id = ?"""
 _NUMBERS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
 
 
@@ -51,6 +53,8 @@ class SqliteLedger(Ledger):
     """The ledger over SQLite (one writer, so publishing needs no lock)."""
 
     conn: sqlite3.Connection
+    add_balance_sql = _ADD_BALANCE
+    set_consent_sql = _SET_CONSENT
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -77,18 +81,6 @@ class SqliteLedger(Ledger):
     def _emit(self, changes: Sequence[Change]) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO changes (entity, key, kind) VALUES (?, ?, ?)", changes
-        )
-
-    def add_balances(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
-        self.conn.executemany(_ADD_BALANCE, rows)
-
-    def set_consent(self, member_id: str, earn_mode: str, consent: bool) -> bool:
-        return bool(
-            self.conn.execute(
-                "UPDATE members SET data = json_set(data, '$.earn_mode', ?, "
-                "'$.lottery_consent', json(?)) WHERE member_id = ?",
-                (earn_mode, "true" if consent else "false", member_id),
-            ).rowcount
         )
 
     def make_members(self, count: int, now: str) -> None:

@@ -2,8 +2,9 @@
 
 A `Ledger` holds one connection and runs on one thread at a time. The SQL here is what SQLite and
 PostgreSQL both speak (`?` parameters, `INSERT ... ON CONFLICT`, `RETURNING`); a backend's
-subclass fills in the hooks (at the bottom of `base.LedgerBase`), where the dialects differ: JSON
-updates, the change sequence, and how writers that publish changes are put in one order.
+subclass fills in the hooks of `base.LedgerBase` (SQL at its top, methods at its bottom), where the
+dialects differ: JSON updates, the change sequence, and how writers that publish changes are put
+in one order.
 
 Why that order matters: a delta cursor is a change sequence number, and a reader that saw change
 n must already see every change below n. SQLite has one writer, so it holds by itself. With

@@ -1,7 +1,8 @@
 """The ledger's base: the types its parts share, transactions, and the hooks a backend fills in.
 
 Every part of the `Ledger` (records, changes, events, coupons, reports) builds on `LedgerBase`;
-the hooks at the bottom are where the two SQL dialects differ.
+the hooks (SQL at the top of the class, methods at its bottom) are where the two SQL dialects
+differ.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sync.central.storage import Connection
 Change = tuple[str, str, str]
 # An event's outcome: (status, reason, message, applied_at)
 Outcome = tuple[str, str | None, str | None, str | None]
+# Why an event is rejected: (reason, message).
+Refusal = tuple[str, str]
 IN_CHUNK = 500  # keys per `IN (...)` list: well under every engine's limit on parameters
 
 
@@ -63,6 +66,10 @@ class LedgerBase(ABC):
     """What every part of the ledger stands on: one connection, its transactions, the hooks."""
 
     for_update: ClassVar[str] = ""  # appended to a read that must lock its row until commit
+    # Hooks that are SQL alone: the JSON updates of a member's record (`add_balances`: its
+    # rows' parameters; `set_consent`: earn mode, consent as JSON `true`/`false`, member id).
+    add_balance_sql: ClassVar[str]
+    set_consent_sql: ClassVar[str]
 
     def __init__(self, conn: Connection, shared: Shared) -> None:
         self.conn = conn
@@ -138,13 +145,15 @@ class LedgerBase(ABC):
             f"INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, '{applied_at}')", fresh
         )
 
-    @abstractmethod
     def add_balances(self, rows: Sequence[tuple[int, int, str, str]]) -> None:
         """(points, wallet points, balance_as_of, member id): add to the member's record."""
+        if rows:
+            self.conn.executemany(self.add_balance_sql, rows)
 
-    @abstractmethod
     def set_consent(self, member_id: str, earn_mode: str, consent: bool) -> bool:
         """Set `earn_mode` and `lottery_consent` in the member's record; False: no such member."""
+        params = (earn_mode, "true" if consent else "false", member_id)
+        return bool(self.conn.execute(self.set_consent_sql, params).rowcount)
 
     @abstractmethod
     def make_members(self, count: int, now: str) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.domain.models import Coupon
 from sync.central.errors import ApiError, Invalid
 from sync.central.fields import Fields
-from sync.central.ledger.base import LedgerBase
+from sync.central.ledger.base import LedgerBase, Refusal
 
 if TYPE_CHECKING:
     from sync.central.ledger.events import Batch
@@ -86,9 +86,7 @@ class Coupons(LedgerBase):
 
     # ---- the coupon events, in `Events`' table of appliers ----
 
-    def _coupon_redeemed(
-        self, batch: Batch, event_id: str, p: dict[str, Any]
-    ) -> tuple[str, str] | None:
+    def _coupon_redeemed(self, batch: Batch, event_id: str, p: dict[str, Any]) -> Refusal | None:
         f = Fields(p, "payload.")
         code = f.required_text("code")
         f.required_text("coupon_ref")
@@ -132,9 +130,7 @@ class Coupons(LedgerBase):
         )
         return None
 
-    def _coupon_released(
-        self, batch: Batch, event_id: str, p: dict[str, Any]
-    ) -> tuple[str, str] | None:
+    def _coupon_released(self, batch: Batch, event_id: str, p: dict[str, Any]) -> Refusal | None:
         f = Fields(p, "payload.")
         code = f.required_text("code")
         f.required_text("coupon_ref")

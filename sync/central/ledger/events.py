@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from sync.central.errors import ApiError, Invalid
 from sync.central.fields import AMOUNT, MISSING, QTY, Fields, check_batch, dumps, invalid, is_date
+from sync.central.ledger.base import Refusal
 from sync.central.ledger.coupons import Coupons
 
 _ADD_TICKETS = """INSERT INTO tickets VALUES (?, ?) ON CONFLICT (member_id)
@@ -37,7 +38,7 @@ class Batch:
 
 
 # How one event type is applied: (ledger, batch, event id, payload) -> None or a refusal.
-_Applier = Callable[["Events", Batch, str, dict[str, Any]], "tuple[str, str] | None"]
+_Applier = Callable[["Events", Batch, str, dict[str, Any]], Refusal | None]
 
 
 class Events(Coupons):
@@ -130,7 +131,7 @@ class Events(Coupons):
 
     def _apply(
         self, batch: Batch, event_id: str, kind: str, payload: dict[str, Any]
-    ) -> tuple[str, str] | None:
+    ) -> Refusal | None:
         """Apply one new event inside the batch's transaction; a refusal is (reason, message)."""
         apply = self._appliers.get(kind)
         if apply is None:
@@ -213,9 +214,7 @@ class Events(Coupons):
             batch.touched.update(found)
         self.emit([("member", m, "member") for m in sorted(batch.touched)])
 
-    def _check_posted(
-        self, batch: Batch, event_id: str, p: dict[str, Any]
-    ) -> tuple[str, str] | None:
+    def _check_posted(self, batch: Batch, event_id: str, p: dict[str, Any]) -> Refusal | None:
         # Checked field by field without helpers: this runs for every check of every store.
         get = p.get
         business_date = get("business_date", MISSING)
@@ -273,9 +272,7 @@ class Events(Coupons):
         )
         return None
 
-    def _consent_changed(
-        self, batch: Batch, event_id: str, p: dict[str, Any]
-    ) -> tuple[str, str] | None:
+    def _consent_changed(self, batch: Batch, event_id: str, p: dict[str, Any]) -> Refusal | None:
         f = Fields(p, "payload.")
         member_id = f.required_text("member_id")
         f.choice("program", ("lottery",))
@@ -287,9 +284,7 @@ class Events(Coupons):
         batch.touched.add(member_id)
         return None
 
-    def _member_identified(
-        self, batch: Batch, event_id: str, p: dict[str, Any]
-    ) -> tuple[str, str] | None:
+    def _member_identified(self, batch: Batch, event_id: str, p: dict[str, Any]) -> Refusal | None:
         f = Fields(p, "payload.")
         f.required_text("member_id")
         f.required_int("wsid")
