@@ -17,6 +17,7 @@ are due on a fixed schedule and timed from their due time, so queueing is not hi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
 import math
@@ -79,6 +80,20 @@ def fsync_floor(directory: Path, seconds: float) -> dict[str, Any]:
 
 
 # ---- the load generator (runs in its own process) -----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PostLoad:
+    """The load put on the gateway: `registers` connections, one workstation each, posting for
+    `warmup_s` not measured, then for `duration_s` measured; back to back (closed loop) or
+    `rate` checks/s offered (open loop); 80% of the checks carry one of `members` (none: every
+    check is anonymous)."""
+
+    registers: int
+    duration_s: float
+    warmup_s: float
+    rate: float | None = None
+    members: int = 0
 
 
 def post_load(*args: Any) -> dict[str, Any]:
@@ -247,33 +262,30 @@ async def _post_load(
 
 def load_gateway(
     gateway: common.GatewayProcess,
-    registers: int,
-    warmup_s: float,
-    duration_s: float,
-    members: int,
-    rate: float | None,
+    plan: PostLoad,
     *,
     keep_checks: bool = False,
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
     """`post_load` against `gateway`, in a process of its own (see `_post_load`)."""
-    load_kind = "back to back" if rate is None else f"{rate:,.0f} checks/s offered"
+    load_kind = "back to back" if plan.rate is None else f"{plan.rate:,.0f} checks/s offered"
     print(
-        f"gateway pid {gateway.pid} ready on {common.HOST}:{gateway.port}; {registers} registers,"
-        f" {load_kind}, {warmup_s:.0f} s warm-up + {duration_s:.0f} s measured ..."
+        f"gateway pid {gateway.pid} ready on {common.HOST}:{gateway.port}; {plan.registers}"
+        f" registers, {load_kind}, {plan.warmup_s:.0f} s warm-up + {plan.duration_s:.0f} s"
+        " measured ..."
     )
     assert gateway.gateway_pid is not None
     load: dict[str, Any] = helpers.call_in_process(
         post_load,
         gateway.port,
         gateway.gateway_pid,
-        registers,
-        warmup_s,
-        duration_s,
-        members,
-        rate,
+        plan.registers,
+        plan.warmup_s,
+        plan.duration_s,
+        plan.members,
+        plan.rate,
         keep_checks,
-        timeout_s=timeout_s + warmup_s + 2 * duration_s,
+        timeout_s=timeout_s + plan.warmup_s + 2 * plan.duration_s,
     )
     return load
 
@@ -281,27 +293,10 @@ def load_gateway(
 # ---- the run ------------------------------------------------------------------------------------
 
 
-def run(
-    members: int,
-    registers: int,
-    duration_s: float,
-    warmup_s: float,
-    floor_s: float,
-    *,
-    count_fsyncs: bool,
-    timeout_s: float,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    """Closed loop, or open loop at `rate` checks/s offered."""
-    result = common.new_result(
-        "post_throughput",
-        members=members,
-        registers=registers,
-        duration_s=duration_s,
-        warmup_s=warmup_s,
-        rate=rate,
-    )
-    db, result["db_build_s"] = common.member_db(members)
+def run(plan: PostLoad, floor_s: float, *, count_fsyncs: bool, timeout_s: float) -> dict[str, Any]:
+    """Closed loop, or open loop at `plan.rate` checks/s offered."""
+    result = common.new_result("post_throughput", **dataclasses.asdict(plan))
+    db, result["db_build_s"] = common.member_db(plan.members)
     if count_fsyncs and not common.strace_available():
         print("strace not found: not counting fsyncs")
         count_fsyncs = False
@@ -311,9 +306,7 @@ def run(
         result["floor"] = floor
         trace = directory / "strace.txt" if count_fsyncs else None
         with common.GatewayProcess(directory, count_fsyncs=trace) as gateway:
-            load = load_gateway(
-                gateway, registers, warmup_s, duration_s, members, rate, timeout_s=timeout_s
-            )
+            load = load_gateway(gateway, plan, timeout_s=timeout_s)
         if trace is not None:
             result["fsyncs"] = common.fsync_count(trace)
     add_figures(result, load)
@@ -482,16 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the load process")
     args = parser.parse_args(argv)
-    result = run(
-        args.members,
-        args.registers,
-        args.duration,
-        args.warmup,
-        args.floor_seconds,
-        count_fsyncs=args.count_fsyncs,
-        timeout_s=args.timeout,
-        rate=args.rate,
-    )
+    plan = PostLoad(args.registers, args.duration, args.warmup, args.rate, args.members)
+    result = run(plan, args.floor_seconds, count_fsyncs=args.count_fsyncs, timeout_s=args.timeout)
     return common.finish(result, rows(result), args.json)
 
 

@@ -15,6 +15,7 @@ The POST_OK times and central's notes are read on one clock (CLOCK_MONOTONIC, ma
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -68,16 +69,8 @@ def arrivals(central: helpers.Helper, wanted: set[tuple[int, int]]) -> dict[tupl
         time.sleep(0.1)
 
 
-def run(
-    rate: float, duration_s: float, warmup_s: float, registers: int, floor_requests: int
-) -> dict[str, Any]:
-    result = common.new_result(
-        "post_to_central",
-        rate=rate,
-        duration_s=duration_s,
-        warmup_s=warmup_s,
-        registers=registers,
-    )
+def run(plan: post_throughput.PostLoad, floor_requests: int) -> dict[str, Any]:
+    result = common.new_result("post_to_central", **dataclasses.asdict(plan))
     with (
         common.run_directory() as directory,
         helpers.reference_central(directory / "central.db", record=True) as central,
@@ -90,10 +83,8 @@ def run(
         settings = {"EDGE_GATEWAY_CENTRAL__URL": url, "EDGE_GATEWAY_GATEWAY_ID": "bench"}
         print(f"gateway forwarding to {url}")
         with common.GatewayProcess(directory, env=settings) as gateway:
-            # No members: anonymous checks. Each POST_OK's time is kept.
-            load = post_throughput.load_gateway(
-                gateway, registers, warmup_s, duration_s, 0, rate, keep_checks=True
-            )
+            # Each POST_OK's time is kept.
+            load = post_throughput.load_gateway(gateway, plan, keep_checks=True)
             ok_at = {(wsid, check): ok for wsid, check, _, ok in load["checks"]}
             stored = arrivals(central, set(ok_at))
     now = time.perf_counter()
@@ -105,7 +96,7 @@ def run(
     ok = load["ok_in_window"]
     cpu = load["cpu"]
     result["gateway_cpu_us"] = sum(cpu["gateway"].values()) / ok * 1e6 if ok else math.nan
-    result["others_cores"] = cpu["others"] / duration_s
+    result["others_cores"] = cpu["others"] / plan.duration_s
     lat = result["latency"]
     result["p50_met"] = lat.get("p50", math.inf) < TARGET_P50_MS and not result["missing"]
     result["p99_met"] = lat.get("p99", math.inf) < TARGET_P99_MS and not result["missing"]
@@ -181,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registers", type=int, default=20)
     parser.add_argument("--floor-requests", type=int, default=500)
     args = parser.parse_args(argv)
-    result = run(args.rate, args.duration, args.warmup, args.registers, args.floor_requests)
+    plan = post_throughput.PostLoad(args.registers, args.duration, args.warmup, args.rate)
+    result = run(plan, args.floor_requests)
     return common.finish(result, rows(result), args.json)
 
 

@@ -59,14 +59,10 @@ def benchmarks(sizes: Sizes, count_fsyncs: bool) -> list[Benchmark]:
 
     def post(rate: float | None) -> dict[str, Any]:
         return post_throughput.run(
-            POST_MEMBERS,
-            REGISTERS,
-            sizes.post_s,
-            1.0,
+            post_throughput.PostLoad(REGISTERS, sizes.post_s, 1.0, rate, POST_MEMBERS),
             sizes.floor_s,
             count_fsyncs=count_fsyncs and rate is None,
             timeout_s=300.0,
-            rate=rate,
         )
 
     open_rate = post_throughput.OPEN_LOOP_RATE
@@ -106,7 +102,9 @@ def benchmarks(sizes: Sizes, count_fsyncs: bool) -> list[Benchmark]:
             "post_to_central",
             f"a check from POST_OK to central, online, {ONLINE_RATE:g} checks/s,"
             f" {sizes.online_s:g} s",
-            lambda: post_to_central.run(ONLINE_RATE, sizes.online_s, 2.0, REGISTERS, 500),
+            lambda: post_to_central.run(
+                post_throughput.PostLoad(REGISTERS, sizes.online_s, 2.0, ONLINE_RATE), 500
+            ),
             post_to_central.rows,
         ),
     ]

@@ -27,7 +27,6 @@ import gc
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import sys
@@ -48,6 +47,7 @@ from bench import _common as common
 from bench import _helpers as helpers
 from pos_adapters.mqtt import Topics
 from pos_adapters.sim.codec import ACK, EOT, Frame, FrameDecoder, encode_frame
+from tests.conformance import infra
 
 HOST, STORE_ID = common.HOST, common.STORE_ID
 V5 = aiomqtt.ProtocolVersion.V5
@@ -55,8 +55,7 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]  # as the gateway's own 
 SOURCE_ID = b"   1LOYAL"
 WSID = 1
 CARDS = [f"600100000000000{n}" for n in range(1, 6)]  # the sample members M1..M5
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-SOCAT = shutil.which("socat") or "/usr/bin/socat"
+MOSQUITTO, SOCAT = infra.MOSQUITTO, infra.SOCAT
 SCRIPT = str(Path(__file__).resolve())
 SAMPLE = common.REPO / "gateway" / "sample"
 START_WITHIN_S = 30.0
@@ -74,82 +73,29 @@ def figures(latencies: Sequence[float]) -> dict[str, float]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 # ---- helper processes ---------------------------------------------------------------------------
 
 
-class Child:
-    """A child process whose output is read line by line: awaited until a readiness line, then
-    drained in the background (a full pipe would stall the child mid-measurement)."""
+class Child(infra.Child):
+    """The tests' helper process (tests/conformance/infra.py), bound to the benchmark: it gets
+    SIGTERM when we die, even of kill -9."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.process: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._pump: asyncio.Task[None] | None = None
-        self._waiters: list[tuple[Callable[[str], bool], asyncio.Future[str]]] = []
+        super().__init__(name, start_within_s=START_WITHIN_S, stop_within_s=20.0)
 
-    async def start(self, *argv: str, ready: Callable[[str], bool], **options: Any) -> str:
-        self.process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=helpers.die_with_parent,  # a helper outlives nothing, even kill -9
-            **options,
+    async def spawn(self, *argv: str, ready: str | Callable[[str], bool], **options: Any) -> str:
+        return await super().spawn(
+            *argv, ready=ready, preexec_fn=helpers.die_with_parent, **options
         )
-        self._pump = asyncio.create_task(self._read())
-        return await self.line(ready)
-
-    async def line(self, matches: Callable[[str], bool]) -> str:
-        """The first output line (so far or to come) that `matches`."""
-        for line in self.lines:
-            if matches(line):
-                return line
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters.append((matches, future))
-        return await asyncio.wait_for(future, START_WITHIN_S)
-
-    async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        async for raw in self.process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self.lines.append(line)
-            for matches, future in list(self._waiters):
-                if not future.done() and matches(line):
-                    future.set_result(line)
-        for _, future in self._waiters:
-            if not future.done():
-                tail = "\n".join(self.lines[-15:])
-                future.set_exception(RuntimeError(f"{self.name} exited:\n{tail}"))
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._pump is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pump, 5)
 
 
 async def pty_pair(directory: Path, name: str) -> tuple[Child, Path, Path]:
     """A socat pseudo-terminal pair: (process, the answering end, the register's end)."""
     child = Child(f"socat {name}")
     answering, register = directory / f"{name}-a", directory / f"{name}-b"
-    await child.start(
+    await child.spawn(
         SOCAT, "-d", "-d", f"pty,rawer,link={answering}", f"pty,rawer,link={register}",
-        ready=lambda line: "starting data transfer loop" in line,
+        ready="starting data transfer loop",
     )  # fmt: skip
     return child, answering, register
 
@@ -224,7 +170,7 @@ async def start_floor(kind: str, reply: bytes, **extra: str) -> tuple[Child, str
     argv = [sys.executable, SCRIPT, "--floor", kind, "--reply", reply.hex()]
     for key, value in extra.items():
         argv += [f"--{key}", value]
-    line = await child.start(*argv, ready=lambda out: out.startswith("ready"), cwd=str(common.REPO))
+    line = await child.spawn(*argv, ready=lambda out: out.startswith("ready"), cwd=str(common.REPO))
     return child, line
 
 
@@ -327,7 +273,7 @@ async def stack(directory: Path, broker_nodelay: bool) -> AsyncIterator[dict[str
     try:
         broker = Child("mosquitto")
         children.append(broker)
-        port = free_port()
+        port = infra.free_port()
         config = directory / "mosquitto.conf"
         root = "user root\n" if os.geteuid() == 0 else ""
         config.write_text(
@@ -336,7 +282,7 @@ async def stack(directory: Path, broker_nodelay: bool) -> AsyncIterator[dict[str
             f"set_tcp_nodelay {str(broker_nodelay).lower()}\n"
             f"log_dest stderr\nlog_type error\nlog_type warning\nlog_type information\n{root}"
         )
-        await broker.start(MOSQUITTO, "-c", str(config), ready=lambda line: " running" in line)
+        await broker.spawn(MOSQUITTO, "-c", str(config), ready=" running")
         gateway_pair, gateway_line, gateway_register = await pty_pair(directory, "gateway")
         floor_pair, floor_line, floor_register = await pty_pair(directory, "floor")
         children += [gateway_pair, floor_pair]
@@ -361,7 +307,7 @@ async def stack(directory: Path, broker_nodelay: bool) -> AsyncIterator[dict[str
         )
         gateway = Child("gateway")
         children.append(gateway)
-        ready = await gateway.start(
+        ready = await gateway.spawn(
             sys.executable, "-m", "gateway", "run", ready=json_event("gateway_ready"),
             env=env, cwd=str(common.REPO),
         )  # fmt: skip

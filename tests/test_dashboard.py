@@ -29,6 +29,7 @@ from gateway.admin.server import AdminServer
 from gateway.daemon import Daemon
 from gateway.store.store import EventResult
 from gateway.web.page import unreachable_after_s
+from pos_adapters.sim.register import Workstation
 
 TOKEN = "s3cret-admin-token"
 
@@ -158,6 +159,14 @@ async def gw(tmp_path: Path) -> AsyncIterator[Dashboard]:
         yield made
 
 
+@pytest.fixture
+async def station(gw: Dashboard) -> AsyncIterator[Workstation]:
+    """Register 4 on the gateway's SIM socket, and member M1 in the gateway's cache."""
+    await gw.add_member("M1")
+    async with workstation(gw.daemon, 4) as register:
+        yield register
+
+
 async def dead_letter_one_event(daemon: Daemon) -> None:
     """What central's `rejected` answer does to an event, without a central."""
     assert daemon.store is not None
@@ -170,103 +179,97 @@ async def dead_letter_one_event(daemon: Daemon) -> None:
 
 @needs_browser
 async def test_the_page_shows_the_same_queue_and_counts_as_status(
-    tmp_path: Path, browser: Browser, gw: Dashboard
+    tmp_path: Path, browser: Browser, gw: Dashboard, station: Workstation
 ) -> None:
-    await gw.add_member("M1")
-    async with workstation(gw.daemon, 4) as station:
-        for check in (1, 2, 3):
-            assert (await post(station, 4, check, member="M1"))[0] == "POST_OK"
-        assert (await station.request("IDENT", "4", "1", "0", "NO-SUCH-CARD"))[0] == "IDENT_FAIL"
-        await dead_letter_one_event(gw.daemon)
-        async with httpx.AsyncClient(base_url=gw.url) as api:
-            status = (await api.get("/status")).json()
+    for check in (1, 2, 3):
+        assert (await post(station, 4, check, member="M1"))[0] == "POST_OK"
+    assert (await station.request("IDENT", "4", "1", "0", "NO-SUCH-CARD"))[0] == "IDENT_FAIL"
+    await dead_letter_one_event(gw.daemon)
+    async with httpx.AsyncClient(base_url=gw.url) as api:
+        status = (await api.get("/status")).json()
 
-        page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
-        await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"]))
-        await expect(page.locator("#dead-letters")).to_have_text("1")
-        await expect(page.locator("#checks-posted")).to_have_text(str(status["checks"]["posted"]))
-        await expect(page.locator("#members")).to_have_text("1")
-        await expect(page.locator("#central-state")).to_have_text("STANDALONE")
-        await expect(page.locator("#version")).to_have_text(status["version"])
-        await expect(page.locator('[data-adapter="sim_tcp"] td').nth(2)).to_have_text("1")
-        # The register itself, with its last request and when it was heard from.
-        heard = status["adapters"]["sim_tcp"]["registers"][0]
-        assert heard["last_command"] == "IDENT"
-        last = page.locator(f'tr.register[data-register="{heard["source_id"]}"] td')
-        await expect(last.nth(1)).to_contain_text("(IDENT)")
-        await expect(last.nth(2)).to_contain_text("ago")
-        for key in ("POST:ok", "IDENT:UNKNOWN_MEMBER"):
-            await expect(page.locator(f'[data-key="{key}"] td').nth(2)).to_have_text(
-                str(status["requests"][key])
-            )
-        await expect(page.locator("#outbox-chart polyline")).to_have_count(1)
-        await page.screenshot(path=tmp_path / "dashboard-1024x768.png", full_page=True)
-
-        # Retry puts the dead letter back in the queue (the same event, nothing lost).
-        page.once("dialog", lambda dialog: dialog.accept())
-        await page.locator("#retry-dead-letters").click()
-        await expect(page.locator("#dead-letters")).to_have_text("0")
-        await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"] + 1))
-        await expect(page.locator("#retry-dead-letters")).to_be_hidden()
-
-        phone = await open_page(
-            browser,
-            gw.url,
-            viewport={"width": 390, "height": 844},
-            device_scale_factor=2,
-            is_mobile=True,
-            has_touch=True,
+    page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
+    await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"]))
+    await expect(page.locator("#dead-letters")).to_have_text("1")
+    await expect(page.locator("#checks-posted")).to_have_text(str(status["checks"]["posted"]))
+    await expect(page.locator("#members")).to_have_text("1")
+    await expect(page.locator("#central-state")).to_have_text("STANDALONE")
+    await expect(page.locator("#version")).to_have_text(status["version"])
+    await expect(page.locator('[data-adapter="sim_tcp"] td').nth(2)).to_have_text("1")
+    # The register itself, with its last request and when it was heard from.
+    heard = status["adapters"]["sim_tcp"]["registers"][0]
+    assert heard["last_command"] == "IDENT"
+    last = page.locator(f'tr.register[data-register="{heard["source_id"]}"] td')
+    await expect(last.nth(1)).to_contain_text("(IDENT)")
+    await expect(last.nth(2)).to_contain_text("ago")
+    for key in ("POST:ok", "IDENT:UNKNOWN_MEMBER"):
+        await expect(page.locator(f'[data-key="{key}"] td').nth(2)).to_have_text(
+            str(status["requests"][key])
         )
-        await expect(phone.locator("#outbox-depth")).to_have_text(
-            str(status["outbox"]["depth"] + 1)
-        )
-        # Nothing sticks out sideways on a phone: one column, no horizontal scrolling.
-        assert await phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        await phone.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
+    await expect(page.locator("#outbox-chart polyline")).to_have_count(1)
+    await page.screenshot(path=tmp_path / "dashboard-1024x768.png", full_page=True)
+
+    # Retry puts the dead letter back in the queue (the same event, nothing lost).
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.locator("#retry-dead-letters").click()
+    await expect(page.locator("#dead-letters")).to_have_text("0")
+    await expect(page.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"] + 1))
+    await expect(page.locator("#retry-dead-letters")).to_be_hidden()
+
+    phone = await open_page(
+        browser,
+        gw.url,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    await expect(phone.locator("#outbox-depth")).to_have_text(str(status["outbox"]["depth"] + 1))
+    # Nothing sticks out sideways on a phone: one column, no horizontal scrolling.
+    assert await phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    await phone.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
 
 
 @needs_browser
 async def test_pause_on_the_page_refuses_the_next_consent_and_resume_restores_it(
-    tmp_path: Path, browser: Browser, gw: Dashboard
+    tmp_path: Path, browser: Browser, gw: Dashboard, station: Workstation
 ) -> None:
-    await gw.add_member("L1")
-    async with workstation(gw.daemon, 2) as station:
-        page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
-        lottery = page.locator('[data-program="lottery"]')
-        switch = lottery.locator(".program-switch")
-        await expect(lottery.locator(".program-state")).to_have_text("running")
+    page = await open_page(browser, gw.url, viewport={"width": 1024, "height": 768})
+    lottery = page.locator('[data-program="lottery"]')
+    switch = lottery.locator(".program-switch")
+    await expect(lottery.locator(".program-state")).to_have_text("running")
 
-        dialogs: list[str] = []
+    dialogs: list[str] = []
 
-        async def answer(dialog: Dialog, accept: bool) -> None:
-            dialogs.append(dialog.message)
-            await (dialog.accept() if accept else dialog.dismiss())
+    async def answer(dialog: Dialog, accept: bool) -> None:
+        dialogs.append(dialog.message)
+        await (dialog.accept() if accept else dialog.dismiss())
 
-        # Cancelling the confirmation changes nothing.
-        page.once("dialog", lambda dialog: answer(dialog, accept=False))
-        await switch.click()
-        assert dialogs and "Pause the lottery" in dialogs[-1]
-        await page.wait_for_function(
-            "t => Number(document.body.dataset.refreshed) > t",
-            arg=await page.evaluate("Date.now()"),
-        )  # a full poll after the cancel: had it been sent, it would show now
-        await expect(lottery.locator(".program-state")).to_have_text("running")
+    # Cancelling the confirmation changes nothing.
+    page.once("dialog", lambda dialog: answer(dialog, accept=False))
+    await switch.click()
+    assert dialogs and "Pause the lottery" in dialogs[-1]
+    await page.wait_for_function(
+        "t => Number(document.body.dataset.refreshed) > t",
+        arg=await page.evaluate("Date.now()"),
+    )  # a full poll after the cancel: had it been sent, it would show now
+    await expect(lottery.locator(".program-state")).to_have_text("running")
 
-        await page.locator("#operator").fill("anna (store IT)")
-        page.once("dialog", lambda dialog: answer(dialog, accept=True))
-        await switch.click()
-        # At once: the page reloads the status after the switch, not at its next poll.
-        await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
-        await expect(lottery.locator(".program-note")).to_contain_text("paused by anna (store IT)")
-        await expect(switch).to_have_text("Resume lottery")
-        reply = await station.request("CONSENT", "2", "L1", "LOTTERY", "Y")
-        assert reply[:2] == ["CONSENT_FAIL", "PROGRAM_PAUSED"]
-        await page.screenshot(path=tmp_path / "dashboard-paused.png")
+    await page.locator("#operator").fill("anna (store IT)")
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    await switch.click()
+    # At once: the page reloads the status after the switch, not at its next poll.
+    await expect(lottery.locator(".program-state")).to_have_text("paused", timeout=2000)
+    await expect(lottery.locator(".program-note")).to_contain_text("paused by anna (store IT)")
+    await expect(switch).to_have_text("Resume lottery")
+    reply = await station.request("CONSENT", "4", "M1", "LOTTERY", "Y")
+    assert reply[:2] == ["CONSENT_FAIL", "PROGRAM_PAUSED"]
+    await page.screenshot(path=tmp_path / "dashboard-paused.png")
 
-        page.once("dialog", lambda dialog: answer(dialog, accept=True))
-        await switch.click()
-        await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
-        assert (await station.request("CONSENT", "2", "L1", "LOTTERY", "Y"))[0] == "CONSENT_OK"
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    await switch.click()
+    await expect(lottery.locator(".program-state")).to_have_text("running", timeout=2000)
+    assert (await station.request("CONSENT", "4", "M1", "LOTTERY", "Y"))[0] == "CONSENT_OK"
 
 
 @needs_browser
@@ -458,11 +461,9 @@ async def last_answer_clock(page: Page) -> str:
 
 @needs_browser
 async def test_problems_are_in_view_at_1024x768_and_a_stopped_gateway_is_unreachable(
-    tmp_path: Path, browser: Browser, gw: Dashboard
+    tmp_path: Path, browser: Browser, gw: Dashboard, station: Workstation
 ) -> None:
-    await gw.add_member("M1")
-    async with workstation(gw.daemon, 4) as station:
-        assert (await post(station, 4, 1, member="M1"))[0] == "POST_OK"
+    assert (await post(station, 4, 1, member="M1"))[0] == "POST_OK"
     await dead_letter_one_event(gw.daemon)
 
     page = await open_page(browser, gw.url, viewport=VIEWPORT)

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import events
+from scripted_central import scripted_client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -218,65 +219,70 @@ async def test_a_new_store_bootstraps_from_the_snapshot_file_then_continues_with
         assert len(front.snapshots()) == 1
 
 
-async def test_a_cut_download_resumes_with_range_and_fetches_no_byte_twice(
-    tmp_path: Path, empty_store: Store
-) -> None:
-    config = ReferenceConfig(synthetic_members=3000)
-    async with central_behind_front(config) as bench:
-        admin, front, client = bench.admin, bench.front, bench.client
-        info = await build(admin)
-        front.cut_after = info["size"] // 2
-        refresher = Refresher(empty_store, client, sleep=no_wait)
+@dataclass
+class CutDownload:
+    """The store's first download of central's file, cut halfway by the front."""
 
+    bench: Bench
+    info: dict[str, Any]  # the file's, as built
+    refresher: Refresher
+    kept: int  # bytes of the cut download on disk
+
+
+@pytest.fixture
+async def cut(tmp_path: Path, empty_store: Store) -> AsyncIterator[CutDownload]:
+    """Central with 3,000 members besides the sample's, its file built, and the store's first
+    download of it cut halfway (that refresh fails)."""
+    async with central_behind_front(ReferenceConfig(synthetic_members=3000)) as bench:
+        info = await build(bench.admin)
+        bench.front.cut_after = info["size"] // 2
+        refresher = Refresher(empty_store, bench.client, sleep=no_wait)
         with pytest.raises(CentralUnavailable):
             await refresher.refresh()
-        kept = (tmp_path / PARTIAL).stat().st_size
-        assert 0 < kept <= info["size"] // 2
-        assert members_in(tmp_path / "gateway.db") == set()  # nothing applied from half a file
-        assert empty_store.get_state(CURSOR) is None
+        yield CutDownload(bench, info, refresher, (tmp_path / PARTIAL).stat().st_size)
 
-        await refresher.refresh()
 
-        first, second = front.snapshots()
-        assert "range" not in first.headers
-        assert second.headers["range"] == f"bytes={kept}-"
-        assert second.headers["if-range"] == info["etag"]
-        assert second.status == 206
-        # Every byte crossed the line once: what was kept, then exactly the rest.
-        assert second.sent == info["size"] - kept
-        assert refresher.stats.snapshot_bytes == info["size"]
-        assert refresher.stats.snapshot_resumed == 1
-        assert refresher.stats.snapshots_applied == 1
-        assert len(members_in(tmp_path / "gateway.db")) == 3000 + len(SAMPLE_MEMBERS)
-        assert leftovers(tmp_path) == []
+async def test_a_cut_download_resumes_with_range_and_fetches_no_byte_twice(
+    tmp_path: Path, empty_store: Store, cut: CutDownload
+) -> None:
+    info, refresher, kept = cut.info, cut.refresher, cut.kept
+    assert 0 < kept <= info["size"] // 2
+    assert members_in(tmp_path / "gateway.db") == set()  # nothing applied from half a file
+    assert empty_store.get_state(CURSOR) is None
+
+    await refresher.refresh()
+
+    first, second = cut.bench.front.snapshots()
+    assert "range" not in first.headers
+    assert second.headers["range"] == f"bytes={kept}-"
+    assert second.headers["if-range"] == info["etag"]
+    assert second.status == 206
+    # Every byte crossed the line once: what was kept, then exactly the rest.
+    assert second.sent == info["size"] - kept
+    assert refresher.stats.snapshot_bytes == info["size"]
+    assert refresher.stats.snapshot_resumed == 1
+    assert refresher.stats.snapshots_applied == 1
+    assert len(members_in(tmp_path / "gateway.db")) == 3000 + len(SAMPLE_MEMBERS)
+    assert leftovers(tmp_path) == []
 
 
 async def test_a_snapshot_replaced_between_attempts_is_downloaded_again_from_the_start(
-    tmp_path: Path, empty_store: Store, log_lines: io.StringIO
+    tmp_path: Path, log_lines: io.StringIO, cut: CutDownload
 ) -> None:
-    config = ReferenceConfig(synthetic_members=3000)
-    async with central_behind_front(config) as bench:
-        admin, front, client = bench.admin, bench.front, bench.client
-        old = await build(admin)
-        front.cut_after = old["size"] // 2
-        refresher = Refresher(empty_store, client, sleep=no_wait)
-        with pytest.raises(CentralUnavailable):
-            await refresher.refresh()
-        kept = (tmp_path / PARTIAL).stat().st_size
+    admin, old, refresher, kept = cut.bench.admin, cut.info, cut.refresher, cut.kept
+    await admin.post("/_admin/members", json=[{"member_id": "M9", "identifiers": ["C-9"]}])
+    new = await build(admin)
+    assert new["etag"] != old["etag"]
+    await refresher.refresh()
 
-        await admin.post("/_admin/members", json=[{"member_id": "M9", "identifiers": ["C-9"]}])
-        new = await build(admin)
-        assert new["etag"] != old["etag"]
-        await refresher.refresh()
-
-        _, second = front.snapshots()
-        assert second.headers["if-range"] == old["etag"]  # asked to resume the old file ...
-        assert second.status == 200  # ... and got the new one whole: nothing spliced
-        assert refresher.stats.snapshot_restarts == 1 and refresher.stats.snapshot_resumed == 0
-        assert refresher.stats.snapshot_bytes == kept + new["size"]
-        assert "M9" in members_in(tmp_path / "gateway.db")
-        (restart,) = events(log_lines, "snapshot_replaced_starting_over")
-        assert restart["had"] == kept
+    _, second = cut.bench.front.snapshots()
+    assert second.headers["if-range"] == old["etag"]  # asked to resume the old file ...
+    assert second.status == 200  # ... and got the new one whole: nothing spliced
+    assert refresher.stats.snapshot_restarts == 1 and refresher.stats.snapshot_resumed == 0
+    assert refresher.stats.snapshot_bytes == kept + new["size"]
+    assert "M9" in members_in(tmp_path / "gateway.db")
+    (restart,) = events(log_lines, "snapshot_replaced_starting_over")
+    assert restart["had"] == kept
 
 
 async def test_without_a_snapshot_the_store_pages_changes_from_an_empty_cursor_as_before(
@@ -474,15 +480,6 @@ class ScriptedCentral:
         body = data[start:]
         stream = CutStream(body, cut[0] - start) if cut else httpx.ByteStream(body)
         return httpx.Response(status, headers=headers, stream=stream)
-
-
-def scripted_client(central: ScriptedCentral) -> CentralClient:
-    return CentralClient(
-        CentralSettings(url="http://127.0.0.1:9", timeout_s=5),
-        store_id="S001",
-        gateway_id="gw",
-        transport=httpx.MockTransport(central),
-    )
 
 
 FILE = snapshot_file([member(f"F{n}") for n in range(300)], "c-file")

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,44 +32,65 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _Child:
-    """A helper process whose stderr is read line by line: until a readiness line, then drained
-    (a full pipe would stall the child)."""
+class Child:
+    """A helper process whose output (stdout and stderr) is read line by line: awaited until a
+    line says it is ready, then drained (a full pipe would stall the child). The transport tests
+    and bench/transport_latency.py start theirs with it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, *, start_within_s: float = START_WITHIN_S, stop_within_s: float = 10.0
+    ) -> None:
         self.name = name
+        self.start_within_s = start_within_s
+        self.stop_within_s = stop_within_s
         self.process: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._pump: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[Callable[[str], bool], asyncio.Future[str]]] = []
 
-    async def _spawn(self, *argv: str, ready_when: str) -> None:
-        process = await asyncio.create_subprocess_exec(
+    async def spawn(self, *argv: str, ready: str | Callable[[str], bool], **options: Any) -> str:
+        """Start `argv` (`options` go to the process) and return its first line that holds
+        `ready`, or that `ready` matches; the child is stopped again when none comes."""
+        if isinstance(ready, str):
+            text = ready
+            ready = lambda line: text in line  # noqa: E731
+        since = len(self.lines)  # a restart is ready on a line of its own, not on an old one
+        self.process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            **options,
         )
-        self.process = process
-        ready = asyncio.get_running_loop().create_future()
-        self._pump = asyncio.create_task(self._read(process, ready_when, ready))
+        self._pump = asyncio.create_task(self._read(self.process))
         try:
-            await asyncio.wait_for(asyncio.shield(ready), START_WITHIN_S)
+            return await self.line(ready, since=since)
         except BaseException:
             await self.stop()
             raise
 
-    async def _read(
-        self, process: asyncio.subprocess.Process, ready_when: str, ready: asyncio.Future[None]
-    ) -> None:
-        assert process.stderr is not None
-        async for raw in process.stderr:
+    async def line(self, matches: Callable[[str], bool], *, since: int = 0) -> str:
+        """The first output line from line `since` on (so far or to come) that `matches`."""
+        for line in self.lines[since:]:
+            if matches(line):
+                return line
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.append((matches, future))
+        return await asyncio.wait_for(future, self.start_within_s)
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             self.lines.append(line)
-            if ready_when in line and not ready.done():
-                ready.set_result(None)
-        if not ready.done():
-            log = "\n".join(self.lines[-20:])
-            ready.set_exception(RuntimeError(f"{self.name} exited before it was ready:\n{log}"))
+            for matches, future in list(self._waiters):
+                if not future.done() and matches(line):
+                    future.set_result(line)
+        waiters, self._waiters = self._waiters, []
+        for _, future in waiters:
+            if not future.done():
+                log = "\n".join(self.lines[-20:])
+                future.set_exception(RuntimeError(f"{self.name} exited:\n{log}"))
 
     @property
     def running(self) -> bool:
@@ -81,7 +103,7 @@ class _Child:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(sig)
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), self.stop_within_s)
             except TimeoutError:
                 process.kill()
                 await process.wait()
@@ -91,7 +113,7 @@ class _Child:
             self._pump = None
 
 
-class Mosquitto(_Child):
+class Mosquitto(Child):
     """A real broker on a free loopback port with a config of its own; `restart()` keeps the
     port. `extra` is appended to the listener's configuration (TLS, passwords)."""
 
@@ -124,12 +146,12 @@ class Mosquitto(_Child):
         """Start on the port of the last run, else on a free one."""
         command = (MOSQUITTO, "-c")
         if self.port:
-            await self._spawn(*command, str(self._config()), ready_when=" running")
+            await self.spawn(*command, str(self._config()), ready=" running")
             return
         for attempt in range(3):  # a free port can be taken between choosing and binding it
             self.port = free_port()
             try:
-                await self._spawn(*command, str(self._config()), ready_when=" running")
+                await self.spawn(*command, str(self._config()), ready=" running")
                 return
             except RuntimeError:
                 if attempt == 2 or not any("in use" in line for line in self.lines):
@@ -144,7 +166,7 @@ class Mosquitto(_Child):
         return f"mqtt://127.0.0.1:{self.port}"
 
 
-class PtyPair(_Child):
+class PtyPair(Child):
     """Two linked pseudo-terminals, like a null-modem cable: the gateway opens `gateway_end`,
     the register `register_end`. `stop()` makes both disappear, as a USB adapter pulled does;
     `start()` again brings them back under the same names."""
@@ -156,13 +178,13 @@ class PtyPair(_Child):
         self.register_end = directory / f"{name}-register"
 
     async def start(self) -> None:
-        await self._spawn(
+        await self.spawn(
             SOCAT,
             "-d",
             "-d",
             f"pty,rawer,link={self.gateway_end}",
             f"pty,rawer,link={self.register_end}",
-            ready_when="starting data transfer loop",
+            ready="starting data transfer loop",
         )
 
 
