@@ -23,9 +23,9 @@ import pytest
 from conformance.infra import GatewayLog
 from conftest import identified_events
 from gateway_process import cli
+from scripted_central import GATEWAY_ID, scripted_client
 from sync_harness import free_port
 
-from gateway.config import CentralSettings
 from gateway.store.store import Store
 from sync.client import (
     CentralClient,
@@ -131,15 +131,6 @@ class Time:
         await asyncio.sleep(0)  # let other tasks run, as a real sleep would
 
 
-def client_for(central: Central, **settings: Any) -> CentralClient:
-    return CentralClient(
-        CentralSettings(url="http://127.0.0.1:9", timeout_s=5.0, **settings),
-        store_id="S001",
-        gateway_id="gw-7",
-        transport=httpx.MockTransport(central),
-    )
-
-
 @pytest.fixture
 def outbox(empty_store: Store) -> Store:
     return empty_store
@@ -189,14 +180,14 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
 async def test_429_and_5xx_mean_try_again_later_after_the_retry_after_given(
     status: int, headers: dict[str, str], retry_after: float | None
 ) -> None:
-    async with client_for(Central(answer(status, **headers))) as client:
+    async with scripted_client(Central(answer(status, **headers))) as client:
         with pytest.raises(CentralUnavailable) as raised:
             await client.changes("", 10)
     assert raised.value.status == status and raised.value.retry_after == retry_after
 
 
 async def test_a_retry_after_date_is_read_against_the_clock() -> None:
-    async with client_for(Central(answer(503, **{"Retry-After": http_date(30)}))) as client:
+    async with scripted_client(Central(answer(503, **{"Retry-After": http_date(30)}))) as client:
         with pytest.raises(CentralUnavailable) as raised:
             await client.changes("", 10)
     assert raised.value.retry_after is not None and 28 < raised.value.retry_after <= 30
@@ -215,7 +206,7 @@ async def test_a_retry_after_date_is_read_against_the_clock() -> None:
 async def test_any_other_4xx_is_a_refusal_with_centrals_code_and_message(
     reply: httpx.Response, code: str, message: str
 ) -> None:
-    async with client_for(Central(reply)) as client:
+    async with scripted_client(Central(reply)) as client:
         with pytest.raises(CentralRefused) as raised:
             await client.changes("", 10)
     assert (raised.value.status, raised.value.code, raised.value.message) == (
@@ -232,7 +223,7 @@ async def test_unreadable_answers_are_no_answer_and_are_tried_again() -> None:
         answer(200, ["approved"]),  # not an object
         httpx.Response(200, text="not json"),
     )
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         with pytest.raises(CentralUnavailable, match="unreadable events answer"):
             await client.post_events("B1", [])
         with pytest.raises(CentralUnavailable, match="unreadable changes answer"):
@@ -253,7 +244,7 @@ async def test_any_answer_counts_as_central_being_there_and_an_outage_is_logged_
     )
     woken: list[str] = []
     with GatewayLog() as gateway_log:
-        async with client_for(central) as client:
+        async with scripted_client(central) as client:
             client.on_recovery.append(lambda: woken.append("refresher"))
             assert client.state() == "OFFLINE"  # nothing asked yet
             with pytest.raises(CentralUnavailable):
@@ -287,14 +278,14 @@ async def test_requests_carry_the_token_and_gateway_id_and_large_bodies_go_gzipp
         answer(401, {"error": "UNAUTHORIZED", "message": "rotated"}),
         answer(200, {}),
     )
-    async with client_for(central, token_file=token) as client:
+    async with scripted_client(central, token_file=token) as client:
         token.write_text("second\n")  # rotated on disk while the gateway runs
         with pytest.raises(CentralRefused):
             await client.put_catalog({"products": [{"name": "x" * 2000}]})
         await client.put_catalog({"products": []})
     first, second = central.requests
     assert first.headers["authorization"] == "Bearer first"
-    assert first.headers["x-gateway-id"] == "gw-7"
+    assert first.headers["x-gateway-id"] == GATEWAY_ID
     assert first.headers["content-encoding"] == "gzip"  # over 1 KiB
     assert body(first)["products"][0]["name"] == "x" * 2000
     assert second.headers["authorization"] == "Bearer second"  # read again after the 401
@@ -314,7 +305,7 @@ async def test_429_and_503_wait_as_long_as_central_says_in_either_form_then_deli
         accept_all,
     )
     time = Time()
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         sender = forwarder(outbox, client, time)
         await sender.drain()
     # Central's Retry-After wins over the jittered backoff (at most CEILING_S here).
@@ -339,7 +330,7 @@ async def test_5xx_and_network_errors_back_off_with_jitter_below_the_ceiling(
         accept_all,
     )
     time = Time()
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         sender = forwarder(outbox, client, time)
         await sender.drain()
     assert len(time.sleeps) == 5 and all(0 <= s <= CEILING_S for s in time.sleeps)
@@ -361,7 +352,7 @@ async def test_a_batch_central_refuses_whole_is_halved_until_the_bad_event_stand
         return accept_all(request)
 
     time, central = Time(), Central(then=judge)
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         sender = forwarder(outbox, client, time)
         await sender.drain()
     assert [len(batch) for batch in central.batches()] == [8, 4, 4, 2, 1, 1, 2]
@@ -393,7 +384,7 @@ async def test_events_central_leaves_out_of_its_answer_are_sent_again(outbox: St
         )
 
     central = Central(partly, accept_all)
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         sender = forwarder(outbox, client, Time())
         await sender.drain()
     assert central.batches() == [ids, [ids[1], ids[3], ids[5]]]
@@ -410,7 +401,7 @@ async def test_central_refusing_every_batch_is_logged_once_and_its_end_once(
     ids = await queue(outbox, 4)
     refusals = [answer(401, {"error": "UNAUTHORIZED", "message": "bad token"})] * 150
     with GatewayLog() as gateway_log:
-        async with client_for(Central(*refusals, accept_all)) as client:
+        async with scripted_client(Central(*refusals, accept_all)) as client:
             sender = forwarder(outbox, client, Time())
             await sender.drain()
     # Before: logged at the 1st and the 101st failure, and never when it ended.
@@ -436,7 +427,7 @@ async def test_drain_stops_at_its_time_naming_centrals_last_error_and_what_waits
     await queue(outbox, 12)
     time = Time()
     central = Central(then=connect_error)
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         sender = forwarder(outbox, client, time, batch_size=5)
         with pytest.raises(DrainStopped) as raised:
             await sender.drain(within_s=60)
@@ -456,7 +447,7 @@ async def test_drain_stops_a_refused_batch_at_its_time_without_dead_lettering_it
 ) -> None:
     await queue(outbox, 3)
     refused = answer(403, {"error": "FORBIDDEN", "message": "store S001 is not yours"})
-    async with client_for(Central(then=refused)) as client:
+    async with scripted_client(Central(then=refused)) as client:
         sender = forwarder(outbox, client, Time())
         with pytest.raises(DrainStopped, match="403 FORBIDDEN: store S001 is not yours"):
             await sender.drain(within_s=10)
@@ -469,7 +460,7 @@ async def test_drain_honours_a_retry_after_beyond_its_time_by_stopping_at_its_ti
     await queue(outbox, 2)
     time = Time()
     central = Central(then=answer(503, **{"Retry-After": "3600"}))
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         with pytest.raises(DrainStopped, match="central answered 503"):
             await forwarder(outbox, client, time).drain(within_s=30)
     assert time.sleeps == [30.0] and len(central.requests) == 2
@@ -478,7 +469,7 @@ async def test_drain_honours_a_retry_after_beyond_its_time_by_stopping_at_its_ti
 async def test_drain_that_central_answers_in_time_empties_the_outbox(outbox: Store) -> None:
     ids = await queue(outbox, 7)
     central = Central(connect_error, connect_error, answer(503), then=accept_all)
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         sender = forwarder(outbox, client, Time(), batch_size=3)
         await sender.drain(within_s=60)
     assert sorted(i for batch in central.batches()[3:] for i in batch) == sorted(ids)
@@ -527,7 +518,7 @@ async def test_the_refresher_pages_through_changes_keeping_the_cursor_with_each_
         page([{"kind": "coupon", "data": coupon}, {"kind": "badge", "data": {}}], "c2", True),
         page([{"kind": "member_deleted", "data": {"member_id": "M1"}}], "c3", False),
     )
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         refresher = Refresher(outbox, client, page_limit=2)
         assert await refresher.refresh() == 5
     assert [cursor_of(r) for r in central.requests] == ["", "c1", "c2"]
@@ -572,7 +563,7 @@ async def test_a_page_that_cannot_be_written_cancels_the_prefetched_next_one(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(outbox, "apply_changes", disk_full)
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         with pytest.raises(OSError, match="No space left"):
             await Refresher(outbox, client).refresh()
     assert held.cancelled
@@ -583,7 +574,7 @@ async def test_cancelling_a_refresh_cancels_its_prefetch(outbox: Store) -> None:
     held = Held()
     central = Central(page([member("M1")], "c1", True), held)
     applied = asyncio.Event()
-    async with client_for(central) as client:
+    async with scripted_client(central) as client:
         refresher = Refresher(outbox, client)
         refreshing = asyncio.create_task(refresher.refresh(lambda _: applied.set()))
         await asyncio.wait_for(asyncio.gather(applied.wait(), held.asked.wait()), 10)
@@ -611,7 +602,7 @@ async def test_refresh_failures_are_logged_once_and_the_recovery_once(outbox: St
         then=good_page,
     )
     with GatewayLog() as gateway_log:
-        async with client_for(central) as client:
+        async with scripted_client(central) as client:
             refresher = Refresher(outbox, client, interval_s=0)
             running = asyncio.create_task(refresher.run())
             try:
