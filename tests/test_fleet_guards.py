@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from conftest import NOW
-from test_sync_unit import Central, client_for
+from scripted_central import scripted_client
+from test_sync_unit import Central
 
 from gateway.store.store import Store
 from sync.central import ReferenceConfig, ReferenceServer
@@ -37,7 +38,7 @@ async def test_heartbeats_go_at_once_then_every_interval_give_or_take_the_jitter
     with pytest.raises(Stop):
         await run_heartbeat(
             empty_store,
-            client_for(central),
+            scripted_client(central),
             interval_s=60,
             random=lambda: next(draws),
             sleep=sleep,

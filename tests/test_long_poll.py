@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
+from scripted_central import scripted_client
 from sync_harness import Admin, register, start_gateway
-from test_sync_unit import Central, client_for
+from test_sync_unit import Central
 from waiting import cancelled, until
 
 from gateway.store.store import Store
@@ -74,7 +75,7 @@ async def test_the_long_polls_page_is_applied_not_asked_for_again(empty_store: S
         then=lambda request: asyncio.sleep(30, httpx.Response(204)),  # then holds, as central does
     )
     await empty_store.set_state(CURSOR, "c0")
-    refresher = Refresher(empty_store, client_for(central), interval_s=INTERVAL_S)
+    refresher = Refresher(empty_store, scripted_client(central), interval_s=INTERVAL_S)
     task = asyncio.create_task(refresher.run())
     try:
         await until(lambda: empty_store.member("M7") is not None, within_s=5, what="M7")
@@ -100,7 +101,7 @@ async def test_a_failed_long_poll_is_tried_again_within_a_second_not_the_interva
     )
     await empty_store.set_state(CURSOR, "c0")
     refresher = Refresher(
-        empty_store, client_for(central), interval_s=INTERVAL_S, random=lambda: 1.0
+        empty_store, scripted_client(central), interval_s=INTERVAL_S, random=lambda: 1.0
     )
     started = time.perf_counter()
     task = asyncio.create_task(refresher.run())
