@@ -14,10 +14,12 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from starlette.applications import Starlette
 
 from gateway import __version__
 from gateway.admin.app import create_admin_app
@@ -341,6 +343,31 @@ class Daemon:
             }
         return states
 
+    def admin_app(
+        self,
+        history: History,
+        *,
+        token: str | None,
+        host_names: Sequence[str] = (),
+        bind_host: str | None = None,
+        dashboard_refresh_s: float = 5.0,
+    ) -> Starlette:
+        """The admin API on this daemon's status, metrics, switches and store; the dashboard's
+        tests serve it with a faster refresh."""
+        return create_admin_app(
+            status=self.status,
+            readiness=self.readiness,
+            registry=self.metrics.registry,
+            refresh_metrics=self._refresh_metrics,
+            switch_program=self.switch_program,
+            token=token,
+            history=history,
+            retry_dead_letters=self.store.retry_dead_letters if self.store else None,
+            dashboard_refresh_s=dashboard_refresh_s,
+            host_names=host_names,
+            bind_host=bind_host,
+        )
+
     async def _start_admin(self) -> None:
         settings = self.settings.admin
         token = None
@@ -399,17 +426,8 @@ class Daemon:
         self._tasks.append(
             asyncio.create_task(run_sampler(self.status, history), name="history-sampler")
         )
-        app = create_admin_app(
-            status=self.status,
-            readiness=self.readiness,
-            registry=self.metrics.registry,
-            refresh_metrics=self._refresh_metrics,
-            switch_program=self.switch_program,
-            token=token,
-            history=history,
-            retry_dead_letters=self.store.retry_dead_letters if self.store else None,
-            host_names=settings.host_names,
-            bind_host=settings.host,
+        app = self.admin_app(
+            history, token=token, host_names=settings.host_names, bind_host=settings.host
         )
         self.admin = AdminServer(
             app,

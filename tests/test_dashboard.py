@@ -23,7 +23,6 @@ from gateway_process import GatewayProcess
 from sync_harness import post, start_gateway, workstation
 from waiting import cancelled
 
-from gateway.admin.app import create_admin_app
 from gateway.admin.history import History, run_sampler
 from gateway.admin.server import AdminServer
 from gateway.daemon import Daemon
@@ -126,23 +125,13 @@ class Dashboard:
 
 @contextlib.asynccontextmanager
 async def dashboard(tmp_path: Path, token: str | None = None) -> AsyncIterator[Dashboard]:
-    """A standalone gateway, and an admin app wired the way the daemon will wire it: history
-    sampled from the real status, dead-letter retry going to the real store."""
+    """A standalone gateway and the daemon's own admin app, with history sampled from the real
+    status faster than the daemon samples it, and a faster page refresh."""
     daemon = await start_gateway(tmp_path, None)
     assert daemon.store is not None
     history = History()
     sampler = asyncio.create_task(run_sampler(daemon.status, history, interval_s=0.2))
-    app = create_admin_app(
-        status=daemon.status,
-        readiness=daemon.readiness,
-        registry=daemon.metrics.registry,
-        refresh_metrics=daemon._refresh_metrics,
-        switch_program=daemon.switch_program,
-        token=token,
-        history=history,
-        retry_dead_letters=daemon.store.retry_dead_letters,
-        dashboard_refresh_s=0.5,
-    )
+    app = daemon.admin_app(history, token=token, dashboard_refresh_s=0.5)
     server = AdminServer(app, host="127.0.0.1", port=0)
     await server.start()
     try:
