@@ -283,7 +283,7 @@ class Gateway:
                     request.token, rules.app_token_keys, now, rules.token_clock_skew_s
                 )
             except TokenRefused as refused:
-                return self._refuse(CommandName.IDENT, Reason(refused.reason), refused.message)
+                return self._refuse(CommandName.IDENT, refused.reason, refused.message)
             view = self.store.member(token.member_id)
             if view is None:  # a member this store has never seen: the token vouches for them
                 view = MemberView(

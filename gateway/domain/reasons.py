@@ -29,6 +29,15 @@ class Reason(StrEnum):
     UNKNOWN_KEY = "UNKNOWN_KEY"
 
 
+class Refused(Exception):
+    """A request refused with a stable reason (what the register receives) and a message."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 # Short enough for a 32-column cashier display.
 CASHIER_TEXT: dict[Reason, str] = {
     Reason.UNKNOWN_MEMBER: "Card not recognised",

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt import InvalidSignatureError, PyJWS, PyJWTError
 from jwt.algorithms import OKPAlgorithm
 
+from gateway.domain.reasons import Reason, Refused
 from gateway.domain.rules_doc import TokenKey
 
 LEGACY_PREFIX = "LT1."
@@ -47,13 +48,8 @@ _JWS = PyJWS(algorithms=["EdDSA"])
 _JWS.register_algorithm("Ed25519", OKPAlgorithm())  # PyJWT knows only the older name
 
 
-class TokenRefused(Exception):
-    """Why a token does not identify anyone: `reason` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+class TokenRefused(Refused):
+    """Why a token does not identify anyone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +64,11 @@ class AppToken:
 
 
 def _unreadable() -> TokenRefused:
-    return TokenRefused("BAD_TOKEN", "Code not readable")
+    return TokenRefused(Reason.BAD_TOKEN, "Code not readable")
 
 
 def _not_genuine() -> TokenRefused:
-    return TokenRefused("BAD_TOKEN", "Code not genuine")
+    return TokenRefused(Reason.BAD_TOKEN, "Code not genuine")
 
 
 def looks_like_token(text: str) -> bool:
@@ -119,12 +115,12 @@ def _key_in_force(kid: str, keys: Sequence[TokenKey], now: dt.datetime, skew_s: 
     one before the current one's `not_after`, so two are in force at once."""
     key = next((k for k in keys if k.kid == kid), None)
     if key is None:
-        raise TokenRefused("UNKNOWN_KEY", "Code from an unknown issuer")
+        raise TokenRefused(Reason.UNKNOWN_KEY, "Code from an unknown issuer")
     slack = dt.timedelta(seconds=skew_s)
     if (key.not_before and now + slack < key.not_before) or (
         key.not_after and now - slack > key.not_after
     ):
-        raise TokenRefused("UNKNOWN_KEY", "Code from a retired issuer")
+        raise TokenRefused(Reason.UNKNOWN_KEY, "Code from a retired issuer")
     return key
 
 
@@ -177,9 +173,9 @@ def _app_token(
     display_name, tier = _text_claim(claims, "name"), _text_claim(claims, "tier")
     timestamp = now.timestamp()
     if expires <= timestamp - skew_s:
-        raise TokenRefused("TOKEN_EXPIRED", "Code expired - refresh the app")
+        raise TokenRefused(Reason.TOKEN_EXPIRED, "Code expired - refresh the app")
     if issued > timestamp + skew_s or (not_before is not None and not_before > timestamp + skew_s):
-        raise TokenRefused("BAD_TOKEN", "Code from the future - check the clock")
+        raise TokenRefused(Reason.BAD_TOKEN, "Code from the future - check the clock")
     return AppToken(
         member_id=member_id,
         kid=kid,

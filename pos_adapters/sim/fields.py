@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from gateway.domain.models import Item
 from gateway.domain.money import parse_amount
-from gateway.domain.reasons import Reason
+from gateway.domain.reasons import Reason, Refused
 
 MAX_ITEMS = 500
 MAX_TEXT = 512
@@ -28,13 +28,8 @@ _YYYYMMDD = re.compile(r"[0-9]{8}")
 T = TypeVar("T")
 
 
-class BadRequest(Exception):
+class BadRequest(Refused):
     """A request that does not parse; answered `ERROR <reason> <message>`."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
