@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import structlog
-from conformance.infra import GatewayLog
+from conformance.infra import GatewayLog, free_port
 from conftest import STORE_ID, Clock
-from sync_harness import free_port, start_gateway
+from sync_harness import start_gateway
 from waiting import until
 
 from gateway.domain.models import CouponOk, CouponRequest

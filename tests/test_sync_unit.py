@@ -20,11 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conformance.infra import GatewayLog
+from conformance.infra import GatewayLog, free_port
 from conftest import identified_events
 from gateway_process import cli
 from scripted_central import GATEWAY_ID, scripted_client
-from sync_harness import free_port
 
 from gateway.store.store import Store
 from sync.client import (
