@@ -43,6 +43,10 @@ from sync.central.storage import Storage, T, open_storage
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _no_such(kind: str, key: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"no {kind} {key!r}")
+
+
 class Central:
     """The reference central's handlers over a `Storage` (SQLite or PostgreSQL)."""
 
@@ -250,12 +254,13 @@ class Central:
         """What `job` found of the record `key`; a 404 when central has no such record."""
         found = await self.run(job)
         if found is None:
-            raise ApiError(404, "NOT_FOUND", f"no {kind} {key!r}")
+            raise _no_such(kind, key)
         return found
 
     async def _delete(self, kind: str, key: str, job: Callable[[Ledger], bool]) -> Response:
         """Delete the record `key` (`job` is False when there was none: a 404)."""
-        await self._record(kind, key, lambda db: job(db) or None)
+        if not await self.run(job):
+            raise _no_such(kind, key)
         return JSONResponse({"deleted": key})
 
     async def admin_member(self, request: Request) -> Response:
