@@ -736,3 +736,19 @@ async def test_down_asked_through_the_public_port_still_answers_the_asker(
         with pytest.raises(httpx.ConnectError):
             await fresh.get(f"/v1/stores/{STORE}/changes")
     await admin.put("/_admin/faults", json={"down": False})
+
+
+async def test_the_admin_answers_404_for_a_member_or_coupon_it_does_not_hold(
+    admin: httpx.AsyncClient,
+) -> None:
+    for path, kind in (("/_admin/members/NOBODY", "member"), ("/_admin/coupons/NOCODE", "coupon")):
+        for method in ("GET", "DELETE"):
+            response = await admin.request(method, path)
+            key = path.rsplit("/", 1)[1]
+            assert (response.status_code, response.json()) == (
+                404,
+                {"error": "NOT_FOUND", "message": f"no {kind} {key!r}"},
+            ), (method, path)
+    deleted = await admin.delete("/_admin/coupons/OLD2025")
+    assert (deleted.status_code, deleted.json()) == (200, {"deleted": "OLD2025"})
+    assert (await admin.get("/_admin/coupons/OLD2025")).status_code == 404
