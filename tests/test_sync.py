@@ -7,10 +7,10 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
+from conformance.infra import free_port
 from conftest import identified_events
 from sync_harness import (
     Admin,
-    free_port,
     post,
     register,
     start_gateway,
